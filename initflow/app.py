@@ -1,0 +1,95 @@
+"""create_app(settings): wires database, bus, services, runner and routes.
+
+Resource lifetimes are tied to the application (``cleanup_ctx``), in order:
+database → bus → runner; they are torn down in reverse, so a stopping runner
+can still release its leases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from initflow.bus import ProgressBus
+from initflow.bus.memory import MemoryBus
+from initflow.db import Database, is_sqlite, open_database
+from initflow.errors import ConfigurationError
+from initflow.runner.registry import StepRegistry
+from initflow.runner.steps import default_registry
+from initflow.runner.worker import Runner
+from initflow.schema.root import schema
+from initflow.services.container import Services
+from initflow.services.templates import TemplateCatalog
+from initflow.settings import Settings
+from initflow.web.git_http import git_routes
+from initflow.web.graphql_view import InitflowGraphQLView
+from initflow.web.health import health_routes
+
+DATABASE = web.AppKey("database", Database)
+BUS = web.AppKey("bus", ProgressBus)
+SERVICES = web.AppKey("services", Services)
+RUNNER = web.AppKey("runner", Runner)
+
+
+def build_bus(settings: Settings) -> ProgressBus:
+    if settings.redis_url:
+        raise ConfigurationError(
+            "REDIS_URL is not supported yet; unset it to use the in-process bus"
+        )
+    return MemoryBus()
+
+
+def catalog_for(settings: Settings) -> TemplateCatalog:
+    """Built-in templates, overridable by name from ``INITFLOW_TEMPLATE_DIRS``."""
+    builtin = TemplateCatalog.builtin()
+    return TemplateCatalog([*builtin.roots, *settings.extra_template_dirs])
+
+
+def create_app(
+    settings: Settings,
+    *,
+    instance_id: str | None = None,
+    registry: StepRegistry | None = None,
+    migrate: bool | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    catalog = catalog_for(settings)
+    bus = build_bus(settings)
+    services = Services.build(settings, bus, catalog)
+    app[BUS] = bus
+    app[SERVICES] = services
+
+    async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+        url = settings.effective_database_url
+        should_migrate = is_sqlite(url) if migrate is None else migrate
+        database = await open_database(url, migrate=should_migrate)
+        app[DATABASE] = database
+        yield
+        await database.close()
+
+    async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await bus.close()
+
+    async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
+        if not settings.run_runner:
+            yield
+            return
+        runner = Runner(
+            settings=settings,
+            instance_id=instance_id or settings.resolved_instance_id(),
+            bus=bus,
+            registry=registry or default_registry(),
+            catalog=catalog,
+        )
+        app[RUNNER] = runner
+        await runner.start()
+        yield
+        await runner.stop()
+
+    app.cleanup_ctx.extend([database_ctx, bus_ctx, runner_ctx])
+    app.router.add_route("*", "/graphql", InitflowGraphQLView(services, schema=schema))
+    app.router.add_routes(git_routes(settings.repositories_dir))
+    app.router.add_routes(health_routes(lambda: app[RUNNER].loop_alive if RUNNER in app else None))
+    return app

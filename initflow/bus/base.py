@@ -1,0 +1,34 @@
+"""The bus protocol shared by the in-process and the Redis implementation."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from initflow.events import ProgressEvent
+
+
+class BusSubscription(Protocol):
+    async def get(self, timeout: float) -> ProgressEvent | None:
+        """The next event, or ``None`` after ``timeout`` or when events may have been lost."""
+        ...
+
+
+class ProgressBus(Protocol):
+    async def publish(self, event: ProgressEvent) -> None:
+        """Deliver to current subscribers; call only after the event is committed."""
+        ...
+
+    def subscribe(self, project_id: str) -> AbstractAsyncContextManager[BusSubscription]:
+        """Entered only once the subscription is live, so no later publish is missed."""
+        ...
+
+    async def wake_runners(self) -> None:
+        """Tell runners that new work may be claimable (a hint; the database decides)."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return on a wake-up or after ``timeout``, whichever is first."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Terminal clients of the public API: `initflow create` and `initflow watch`."""

@@ -1,0 +1,88 @@
+"""The progress event: what the bus carries and what ``progress_events`` stores.
+
+Each event carries the full (small) status after the change, so a client can
+always render from the last event alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from initflow.status import StatusView
+
+
+class EventType(StrEnum):
+    SNAPSHOT = "SNAPSHOT"
+    STEP_STARTED = "STEP_STARTED"
+    STEP_PROGRESS = "STEP_PROGRESS"
+    STEP_COMPLETED = "STEP_COMPLETED"
+    STEP_SKIPPED = "STEP_SKIPPED"
+    STEP_FAILED = "STEP_FAILED"
+    STEP_RETRYING = "STEP_RETRYING"
+    INITIALIZATION_COMPLETED = "INITIALIZATION_COMPLETED"
+    INITIALIZATION_FAILED = "INITIALIZATION_FAILED"
+    INITIALIZATION_CANCELED = "INITIALIZATION_CANCELED"
+    INITIALIZATION_RETRIED = "INITIALIZATION_RETRIED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_EVENTS
+
+
+TERMINAL_EVENTS = frozenset(
+    {
+        EventType.INITIALIZATION_COMPLETED,
+        EventType.INITIALIZATION_FAILED,
+        EventType.INITIALIZATION_CANCELED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    project_id: str
+    seq: int
+    type: EventType
+    at: datetime
+    step_name: str | None
+    status: StatusView
+
+    @property
+    def ends_stream(self) -> bool:
+        """A terminal event, or a snapshot of a project that is already finished."""
+        return self.type.is_terminal or (
+            self.type is EventType.SNAPSHOT and self.status.status.is_terminal
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The stored form (project and seq live in their own columns)."""
+        return {
+            "type": self.type.value,
+            "at": self.at.isoformat(),
+            "step": self.step_name,
+            "status": self.status.to_json(),
+        }
+
+    def to_wire(self) -> bytes:
+        body = {"projectId": self.project_id, "seq": self.seq, **self.payload()}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_payload(cls, project_id: str, seq: int, payload: dict[str, Any]) -> ProgressEvent:
+        return cls(
+            project_id=project_id,
+            seq=seq,
+            type=EventType(payload["type"]),
+            at=datetime.fromisoformat(payload["at"]),
+            step_name=payload["step"],
+            status=StatusView.from_json(payload["status"]),
+        )
+
+    @classmethod
+    def from_wire(cls, data: bytes | str) -> ProgressEvent:
+        body = json.loads(data)
+        return cls.from_payload(body["projectId"], body["seq"], body)

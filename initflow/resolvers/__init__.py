@@ -1,0 +1,1 @@
+"""One module per operation: authorize, validate, call a service, map to types."""

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import strawberry
+
+from initflow.schema.context import Info
+from initflow.schema.types import InitProgressEvent
+from initflow.services.projects import parse_project_id
+
+
+async def init_progress(
+    info: Info, project_id: strawberry.ID, after_seq: int | None = None
+) -> AsyncGenerator[InitProgressEvent, None]:
+    """SNAPSHOT then live events (or, with ``afterSeq``, exactly the events after it)."""
+    user = info.context.require_user()
+    stream = info.context.services.progress.events(parse_project_id(project_id), user.id, after_seq)
+    async with aclosing(stream):  # release the bus subscription as soon as the client leaves
+        async for event in stream:
+            yield InitProgressEvent.from_event(event)

@@ -1,0 +1,1 @@
+"""The step runner: claims initializations, executes their steps, survives crashes."""

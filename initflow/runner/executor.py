@@ -1,0 +1,264 @@
+"""Execute one claimed initialization, step by step, from where it stands.
+
+Invariants: a done step (completed or skipped) never runs again; each
+transition is one commit with its event, and "step k completed" and "step k+1
+started" share that commit; a lost lease stops the executor without another
+write; a graceful stop releases the lease so another runner continues at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import timedelta
+
+from initflow.bus import ProgressBus
+from initflow.clock import utcnow
+from initflow.errors import InitflowError, LeaseLost, PermanentStepError, TransientStepError
+from initflow.events import EventType
+from initflow.models import Project
+from initflow.runner.faults import CrashPoints
+from initflow.runner.journal import Change, RunJournal
+from initflow.runner.leases import Lease, fenced_transaction, release, renew
+from initflow.runner.registry import ProjectFacts, StepContext, StepRegistry, StepResult
+from initflow.services.snapshots import load_status
+from initflow.services.templates import TemplateCatalog
+from initflow.settings import Settings
+from initflow.states import ProjectState, StepState
+from initflow.status import StepView
+
+log = logging.getLogger("initflow.runner")
+
+MAX_ATTEMPTS = 3
+PROGRESS_WRITE_INTERVAL = 0.1
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Exponential backoff with full jitter: ~1 s, 2 s, 4 s … capped at 60 s."""
+    ceiling = min(60.0, 2.0 ** (attempt - 1))
+    return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+class Executor:
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        registry: StepRegistry,
+        settings: Settings,
+        catalog: TemplateCatalog,
+        bus: ProgressBus,
+        crash_points: CrashPoints,
+    ) -> None:
+        self.lease = lease
+        self._registry = registry
+        self._settings = settings
+        self._catalog = catalog
+        self._bus = bus
+        self._crash = crash_points
+        self._lease_lost = False
+
+    async def run(self) -> None:
+        """Run to the end, a failure, a retry pause, a lost lease or cancellation."""
+        main = asyncio.current_task()
+        assert main is not None
+        heartbeat = asyncio.create_task(self._heartbeat(main))
+        try:
+            await self._run()
+        except LeaseLost:
+            self._log("lease_lost", "lease lost; stopping without further writes")
+        except asyncio.CancelledError:
+            if self._lease_lost:
+                self._log("lease_lost", "lease lost during a step; stopped")
+                return
+            await asyncio.shield(release(self.lease))
+            self._log("lease_released", "stopped; lease released for another runner")
+            raise
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, main: asyncio.Task[None]) -> None:
+        interval = self.lease.ttl.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await renew(self.lease)
+            except LeaseLost:
+                self._lease_lost = True
+                main.cancel()
+                return
+
+    async def _run(self) -> None:
+        project = await Project.get(id=self.lease.project_id)
+        status = await load_status(project.id)
+        journal = RunJournal(self.lease, status, self._bus)
+        facts = ProjectFacts(
+            id=project.id,
+            owner_id=project.owner_id,  # type: ignore[attr-defined]
+            name=project.name,
+            slug=project.slug,
+            template=project.template,
+            parameters=dict(project.parameters),
+            environments=tuple(project.environment_names),
+            created_at=project.created_at,
+        )
+        if self.lease.taken_over_from:
+            self._log("takeover", f"took over from {self.lease.taken_over_from}")
+        pending = [s for s in status.steps if not s.status.is_done]
+        if not pending:
+            await journal.record(_completed_change())
+            return
+        await journal.record(self._start(journal, pending[0]))
+        self._crash.reached(pending[0].name, "started")
+        for index, step in enumerate(pending):
+            result = await self._attempt(journal, facts, step.name)
+            if result is None:
+                return
+            changes = [self._finish(journal, step.name, result)]
+            following = pending[index + 1] if index + 1 < len(pending) else None
+            changes.append(self._start(journal, following) if following else _completed_change())
+            await journal.record(*changes)
+            self._log("step_done", f"{step.name}: {result.message}", step.name)
+            self._crash.reached(step.name, "completed")
+            if following:
+                self._crash.reached(following.name, "started")
+        self._log("completed", "initialization completed")
+
+    def _start(self, journal: RunJournal, step: StepView) -> Change:
+        current = journal.status.step(step.name)
+        return Change(
+            EventType.STEP_STARTED,
+            step.name,
+            {
+                "status": StepState.RUNNING,
+                "attempts": current.attempts + 1,
+                "started_at": current.started_at or utcnow(),
+                "message": "Starting",
+                "error_code": None,
+                "error_message": None,
+            },
+        )
+
+    def _finish(self, journal: RunJournal, name: str, result: StepResult) -> Change:
+        return Change(
+            EventType.STEP_SKIPPED if result.skipped else EventType.STEP_COMPLETED,
+            name,
+            {
+                "status": StepState.SKIPPED if result.skipped else StepState.COMPLETED,
+                "progress": 100,
+                "message": result.message,
+                "completed_at": utcnow(),
+            },
+            checkpoint=result.checkpoint,
+        )
+
+    async def _attempt(
+        self, journal: RunJournal, facts: ProjectFacts, name: str
+    ) -> StepResult | None:
+        """Run one step; ``None`` when the run must stop here (failed or paused to retry)."""
+        context = StepContext(
+            project=facts,
+            settings=self._settings,
+            catalog=self._catalog,
+            checkpoint={},
+            transaction=lambda: fenced_transaction(self.lease),
+            report=self._reporter(journal, name),
+        )
+        try:
+            return await self._registry[name].run(context)
+        except (LeaseLost, asyncio.CancelledError):
+            raise
+        except PermanentStepError as exc:
+            await self._fail(journal, name, exc)
+        except TransientStepError as exc:
+            await self._retry_or_fail(journal, name, exc)
+        except InitflowError as exc:
+            await self._fail(journal, name, PermanentStepError(exc.message, code=exc.code))
+        except Exception as exc:
+            log.exception("step %s of %s raised unexpectedly", name, self.lease.project_id)
+            transient = TransientStepError(
+                f"Unexpected error in step '{name}' ({type(exc).__name__}); see server logs",
+                code="INTERNAL_ERROR",
+            )
+            await self._retry_or_fail(journal, name, transient)
+        return None
+
+    async def _fail(self, journal: RunJournal, name: str, error: InitflowError) -> None:
+        title = journal.status.step(name).title
+        await journal.record(
+            Change(
+                EventType.STEP_FAILED,
+                name,
+                {
+                    "status": StepState.FAILED,
+                    "error_code": error.code,
+                    "error_message": error.message,
+                    "message": error.message,
+                },
+            ),
+            Change(
+                EventType.INITIALIZATION_FAILED,
+                project_status=ProjectState.FAILED,
+                error=f"{title} failed: {error.message}",
+            ),
+        )
+        self._log("failed", f"{name} failed: {error.code}: {error.message}", name)
+
+    async def _retry_or_fail(
+        self, journal: RunJournal, name: str, error: TransientStepError
+    ) -> None:
+        attempts = journal.status.step(name).attempts
+        if attempts >= MAX_ATTEMPTS:
+            await self._fail(journal, name, error)
+            return
+        next_at = utcnow() + retry_delay(attempts)
+        await journal.record(
+            Change(
+                EventType.STEP_RETRYING,
+                name,
+                {
+                    "error_code": error.code,
+                    "error_message": error.message,
+                    "message": f"Attempt {attempts} failed; retrying at {next_at:%H:%M:%S} UTC",
+                },
+            )
+        )
+        await release(self.lease, next_attempt_at=next_at)
+        self._log("retry_scheduled", f"{name} attempt {attempts} failed: {error.message}", name)
+
+    def _reporter(self, journal: RunJournal, name: str):  # type: ignore[no-untyped-def]
+        last_write = time.monotonic()
+        crashed_mid = False
+
+        async def report(done: int, total: int, message: str) -> None:
+            nonlocal last_write, crashed_mid
+            current = journal.status.step(name)
+            percent = min(99, done * 100 // total) if total else 0
+            progress = max(current.progress, percent)
+            now = time.monotonic()
+            if now - last_write >= PROGRESS_WRITE_INTERVAL and (
+                progress != current.progress or message != current.message
+            ):
+                await journal.record(
+                    Change(
+                        EventType.STEP_PROGRESS, name, {"progress": progress, "message": message}
+                    )
+                )
+                last_write = now
+            if not crashed_mid and total and done * 2 >= total:
+                crashed_mid = True
+                self._crash.reached(name, "mid")
+
+        return report
+
+    def _log(self, action: str, message: str, step: str | None = None) -> None:
+        log.info(
+            message,
+            extra={"action": action, "project_id": str(self.lease.project_id), "step": step},
+        )
+
+
+def _completed_change() -> Change:
+    return Change(EventType.INITIALIZATION_COMPLETED, project_status=ProjectState.ACTIVE)

@@ -1,0 +1,115 @@
+"""Leases: which runner executes a project, fenced by a token.
+
+A claim bumps ``lease_token``; every later write of that executor first
+updates the project row *conditioned on its token* and checks that exactly one
+row matched. A zero count means another runner claimed the project (our lease
+expired while we were frozen, say) and the executor stops at once, writing
+nothing. On SQLite the conditional update takes the database write lock until
+commit; on Postgres it takes the row lock; either way the check holds for the
+whole transaction. A claim is a compare-and-set on the token, which works the
+same on both databases (Tortoise ignores ``select_for_update`` on SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from initflow.clock import utcnow
+from initflow.errors import LeaseLost
+from initflow.models import Project
+from initflow.states import ProjectState
+
+CLAIM_BATCH = 20
+
+
+@dataclass(frozen=True)
+class Lease:
+    project_id: UUID
+    owner: str
+    token: int
+    ttl: timedelta
+    taken_over_from: str | None = None
+
+    def fence(self) -> Q:
+        return Q(id=self.project_id, lease_token=self.token, lease_owner=self.owner)
+
+
+def _claimable(owner: str, now: datetime, exclude: Collection[UUID]) -> Q:
+    """Initializing, due, and either free, expired, or already ours (a restart)."""
+    free = Q(lease_owner__isnull=True) | Q(lease_expires_at__lt=now) | Q(lease_owner=owner)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    query = Q(status=ProjectState.INITIALIZING) & free & due
+    if exclude:
+        query &= ~Q(id__in=list(exclude))
+    return query
+
+
+async def claim_next(owner: str, ttl: timedelta, exclude: Collection[UUID] = ()) -> Lease | None:
+    """Claim the oldest claimable project, or return ``None`` when there is none."""
+    now = utcnow()
+    candidates: list[dict[str, Any]] = (
+        await Project.filter(_claimable(owner, now, exclude))
+        .order_by("created_at")
+        .limit(CLAIM_BATCH)
+        .values("id", "lease_token", "lease_owner")
+    )
+    for row in candidates:
+        claimed = await Project.filter(
+            _claimable(owner, now, ()), id=row["id"], lease_token=row["lease_token"]
+        ).update(lease_owner=owner, lease_token=row["lease_token"] + 1, lease_expires_at=now + ttl)
+        if claimed == 1:
+            previous = row["lease_owner"]
+            return Lease(
+                project_id=row["id"],
+                owner=owner,
+                token=row["lease_token"] + 1,
+                ttl=ttl,
+                taken_over_from=previous if previous not in (None, owner) else None,
+            )
+    return None
+
+
+async def renew(lease: Lease) -> None:
+    """Extend the lease (the heartbeat); raises LeaseLost when it is no longer ours."""
+    renewed = await Project.filter(lease.fence()).update(lease_expires_at=utcnow() + lease.ttl)
+    if renewed != 1:
+        raise LeaseLost()
+
+
+async def release(lease: Lease, **changes: Any) -> bool:
+    """Give the project back (graceful stop, retry later); a no-op if already lost."""
+    released = await Project.filter(lease.fence()).update(
+        lease_owner=None, lease_expires_at=None, **changes
+    )
+    return released == 1
+
+
+@asynccontextmanager
+async def fenced_transaction(
+    lease: Lease, expect: dict[str, Any] | None = None, **project_changes: Any
+) -> AsyncIterator[BaseDBAsyncClient]:
+    """A transaction that starts by proving the lease is still ours.
+
+    ``project_changes`` are applied by that same conditional update (which also
+    renews the lease), so the proof costs no extra statement. ``expect`` adds
+    conditions (the journal's ``last_seq``) whose mismatch counts as a lost lease.
+    """
+    now = utcnow()
+    async with in_transaction() as connection:
+        matched = (
+            await Project.filter(lease.fence(), **(expect or {}))
+            .using_db(connection)
+            .update(**{"lease_expires_at": now + lease.ttl, "updated_at": now, **project_changes})
+        )
+        if matched != 1:
+            raise LeaseLost()
+        yield connection

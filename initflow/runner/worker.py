@@ -1,0 +1,128 @@
+"""The runner loop: claim due initializations and execute them, several at a time.
+
+The bus wakes the loop when work appears; a poll interval is the fallback, so
+a lost wake-up costs latency, never correctness. At start-up the instance's
+own leases (same persisted instance id) are claimable at once, so a restarted
+instance resumes its runs without waiting for them to expire. ``stop`` cancels
+executors, which release their leases for another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from functools import partial
+from uuid import UUID
+
+import aiohttp
+
+from initflow.bus import ProgressBus
+from initflow.runner.executor import Executor
+from initflow.runner.faults import CrashPoints
+from initflow.runner.leases import claim_next
+from initflow.runner.registry import StepRegistry
+from initflow.services.templates import TemplateCatalog
+from initflow.services.webhooks import deliver_pending
+from initflow.settings import Settings
+
+log = logging.getLogger("initflow.runner")
+
+MAX_CONCURRENT_RUNS = 16
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        instance_id: str,
+        bus: ProgressBus,
+        registry: StepRegistry,
+        catalog: TemplateCatalog,
+    ) -> None:
+        self.instance_id = instance_id
+        self._settings = settings
+        self._bus = bus
+        self._registry = registry
+        self._catalog = catalog
+        self._crash_points = CrashPoints(settings.crash_at)
+        self._ttl = timedelta(seconds=settings.lease_ttl_seconds)
+        self._running: dict[UUID, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.loop_alive = False
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        self._loop_task = asyncio.create_task(self._loop(), name="initflow-runner")
+
+    async def stop(self) -> None:
+        """Stop claiming, cancel executors (they release their leases) and wait for them."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    async def run_until_idle(self) -> None:
+        """Claim and run until nothing is claimable (tests and `initflow worker --burst`)."""
+        while await self._claim_and_start():
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _loop(self) -> None:
+        self.loop_alive = True
+        try:
+            while True:
+                try:
+                    claimed = await self._claim_and_start()
+                    if self._http is not None:
+                        await deliver_pending(self._http)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("runner loop iteration failed", extra={"action": "loop_error"})
+                    claimed = False
+                if not claimed:
+                    await self._bus.wait_for_work(self._settings.poll_interval_seconds)
+        finally:
+            self.loop_alive = False
+
+    async def _claim_and_start(self) -> bool:
+        """Fill free slots with claimed runs; True if anything was claimed."""
+        claimed_any = False
+        while len(self._running) < MAX_CONCURRENT_RUNS:
+            lease = await claim_next(self.instance_id, self._ttl, exclude=self._running.keys())
+            if lease is None:
+                break
+            claimed_any = True
+            executor = Executor(
+                lease,
+                registry=self._registry,
+                settings=self._settings,
+                catalog=self._catalog,
+                bus=self._bus,
+                crash_points=self._crash_points,
+            )
+            task = asyncio.create_task(executor.run(), name=f"initflow-run-{lease.project_id}")
+            self._running[lease.project_id] = task
+            task.add_done_callback(partial(self._finished, lease.project_id))
+        return claimed_any
+
+    def _finished(self, project_id: UUID, _task: asyncio.Task[None]) -> None:
+        task = self._running.pop(project_id, None)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error(
+                "executor crashed",
+                exc_info=task.exception(),
+                extra={"action": "executor_crashed", "project_id": str(project_id)},
+            )
+        # A finished run may have freed a slot, and a run paused for retry is due later.
+        asyncio.get_running_loop().create_task(self._bus.wake_runners())

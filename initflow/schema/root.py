@@ -1,0 +1,66 @@
+"""Query, Mutation and Subscription: the public contract (see docs/api.md)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+
+from initflow.resolvers.create_project import create_project
+from initflow.resolvers.init_progress import init_progress
+from initflow.resolvers.project import project
+from initflow.resolvers.project_status import project_status
+from initflow.resolvers.projects import projects
+from initflow.resolvers.templates import templates
+from initflow.resolvers.viewer import viewer
+from initflow.schema.errors import InitflowErrors
+from initflow.schema.project import Project
+from initflow.schema.types import (
+    CreateProjectPayload,
+    InitProgressEvent,
+    ProjectConnection,
+    ProjectStatus,
+    Template,
+    User,
+)
+
+MAX_DEPTH = 10
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
+
+
+@strawberry.type
+class Query:
+    project_status: ProjectStatus = strawberry.field(
+        resolver=project_status, description="Persisted status; NOT_FOUND when not yours."
+    )
+    project: Project | None = strawberry.field(resolver=project)
+    projects: ProjectConnection = strawberry.field(resolver=projects)
+    templates: list[Template] = strawberry.field(resolver=templates)
+    viewer: User = strawberry.field(resolver=viewer)
+
+
+@strawberry.type
+class Mutation:
+    create_project: CreateProjectPayload = strawberry.mutation(resolver=create_project)
+
+
+@strawberry.type
+class Subscription:
+    init_progress: AsyncGenerator[InitProgressEvent, None] = strawberry.subscription(
+        resolver=init_progress
+    )
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=[
+        InitflowErrors,
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ],
+)

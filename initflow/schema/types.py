@@ -1,0 +1,217 @@
+"""GraphQL object types, built from the service layer's views and rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from initflow import states
+from initflow.clock import utcnow
+from initflow.events import EventType, ProgressEvent
+from initflow.models import Project as ProjectRow
+from initflow.services.templates import Template as TemplateSpec
+from initflow.status import StatusView, StepView
+
+ProjectState = strawberry.enum(states.ProjectState, name="ProjectState")
+StepState = strawberry.enum(states.StepState, name="StepState")
+InitEventType = strawberry.enum(EventType, name="InitEventType")
+
+
+@strawberry.type
+class StepError:
+    code: str
+    message: str
+
+
+@strawberry.type
+class InitializationStep:
+    name: str
+    title: str
+    position: int
+    status: StepState  # type: ignore[valid-type]
+    progress: int
+    message: str | None
+    attempts: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_ms: int | None = strawberry.field(
+        description="Completed steps: completedAt - startedAt; a running step: time so far."
+    )
+    error: StepError | None
+
+    @classmethod
+    def from_view(cls, view: StepView) -> InitializationStep:
+        end = view.completed_at or (utcnow() if view.status is states.StepState.RUNNING else None)
+        duration = (
+            int((end - view.started_at).total_seconds() * 1000)
+            if view.started_at is not None and end is not None
+            else None
+        )
+        error = (
+            StepError(code=view.error_code, message=view.error_message or view.error_code)
+            if view.error_code is not None
+            else None
+        )
+        return cls(
+            name=view.name,
+            title=view.title,
+            position=view.position,
+            status=view.status,
+            progress=view.progress,
+            message=view.message,
+            attempts=view.attempts,
+            started_at=view.started_at,
+            completed_at=view.completed_at,
+            duration_ms=duration,
+            error=error,
+        )
+
+
+@strawberry.type
+class ProjectStatus:
+    project_id: strawberry.ID
+    status: ProjectState  # type: ignore[valid-type]
+    progress: int = strawberry.field(description="Overall percent 0..100, computed on the server.")
+    steps: list[InitializationStep]
+    current_step: InitializationStep | None
+    error: str | None
+    seq: int = strawberry.field(description="seq of the last progress event this status includes.")
+    updated_at: datetime
+
+    @classmethod
+    def from_view(cls, view: StatusView) -> ProjectStatus:
+        current = view.current_step
+        return cls(
+            project_id=strawberry.ID(view.project_id),
+            status=view.status,
+            progress=view.progress,
+            steps=[InitializationStep.from_view(s) for s in view.steps],
+            current_step=InitializationStep.from_view(current) if current else None,
+            error=view.error,
+            seq=view.seq,
+            updated_at=view.updated_at,
+        )
+
+
+@strawberry.type
+class InitProgressEvent:
+    seq: int
+    type: InitEventType  # type: ignore[valid-type]
+    at: datetime
+    step: InitializationStep | None
+    status: ProjectStatus
+
+    @classmethod
+    def from_event(cls, event: ProgressEvent) -> InitProgressEvent:
+        step = event.status.step(event.step_name) if event.step_name else None
+        return cls(
+            seq=event.seq,
+            type=event.type,
+            at=event.at,
+            step=InitializationStep.from_view(step) if step else None,
+            status=ProjectStatus.from_view(event.status),
+        )
+
+
+@strawberry.type
+class Repository:
+    clone_url: str
+    default_branch: str
+    head_commit: str | None
+
+
+@strawberry.type
+class Environment:
+    name: str
+
+
+@strawberry.type
+class TemplateParameter:
+    name: str
+    type: str
+    required: bool
+    default: JSON | None
+    description: str | None
+
+
+@strawberry.type
+class Template:
+    name: str
+    title: str
+    description: str | None
+    parameters: list[TemplateParameter]
+
+    @classmethod
+    def from_spec(cls, spec: TemplateSpec) -> Template:
+        return cls(
+            name=spec.name,
+            title=spec.title,
+            description=spec.description,
+            parameters=[
+                TemplateParameter(
+                    name=p.name,
+                    type=p.type,
+                    required=p.required,
+                    default=cast(JSON | None, p.default),
+                    description=p.description,
+                )
+                for p in spec.parameters
+            ],
+        )
+
+
+@strawberry.type
+class User:
+    id: strawberry.ID
+    name: str
+
+
+@strawberry.type
+class UserError:
+    field: list[str] | None
+    message: str
+    code: str
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+if TYPE_CHECKING:
+    from initflow.schema.project import Project
+
+ProjectRef = Annotated["Project", strawberry.lazy("initflow.schema.project")]
+
+
+@strawberry.type
+class ProjectEdge:
+    cursor: str
+    node: ProjectRef
+
+
+@strawberry.type
+class ProjectConnection:
+    edges: list[ProjectEdge]
+    page_info: PageInfo
+    total_count: int
+
+
+@strawberry.type
+class CreateProjectPayload:
+    project: ProjectRef | None
+    user_errors: list[UserError]
+
+
+@strawberry.type
+class InitializationPayload:
+    status: ProjectStatus | None
+    user_errors: list[UserError]
+
+
+def project_row_status(row: ProjectRow) -> states.ProjectState:
+    return row.status

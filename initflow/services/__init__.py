@@ -1,0 +1,1 @@
+"""Services: the side-effecting building blocks (templates, git) that steps compose."""

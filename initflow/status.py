@@ -1,0 +1,153 @@
+"""The picture of an initialization: steps, overall percent, current step.
+
+Built the same way from database rows (snapshots) and from the runner's
+in-memory mirror (events), so a client renders identically from either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from initflow.states import ProjectState, StepState
+from initflow.step_plan import step_spec
+
+
+@dataclass(frozen=True)
+class StepView:
+    name: str
+    position: int
+    status: StepState
+    progress: int
+    message: str | None
+    attempts: int
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_code: str | None
+    error_message: str | None
+
+    @property
+    def title(self) -> str:
+        return step_spec(self.name).title
+
+    @property
+    def weight(self) -> int:
+        return step_spec(self.name).weight
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "position": self.position,
+            "status": self.status.value,
+            "progress": self.progress,
+            "message": self.message,
+            "attempts": self.attempts,
+            "startedAt": _iso(self.started_at),
+            "completedAt": _iso(self.completed_at),
+            "errorCode": self.error_code,
+            "errorMessage": self.error_message,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepView:
+        return cls(
+            name=data["name"],
+            position=data["position"],
+            status=StepState(data["status"]),
+            progress=data["progress"],
+            message=data["message"],
+            attempts=data["attempts"],
+            started_at=_parse(data["startedAt"]),
+            completed_at=_parse(data["completedAt"]),
+            error_code=data["errorCode"],
+            error_message=data["errorMessage"],
+        )
+
+    def changed(self, **changes: Any) -> StepView:
+        return replace(self, **changes)
+
+
+def overall_progress(status: ProjectState, steps: tuple[StepView, ...]) -> int:
+    """Weighted percent of the steps; 100 only once the project is ACTIVE.
+
+    Step progress only ever increases, so this never decreases within a run.
+    """
+    if status is ProjectState.ACTIVE:
+        return 100
+    total = sum(s.weight for s in steps)
+    if total == 0:
+        return 0
+    done = sum(s.weight * (100 if s.status.is_done else s.progress) for s in steps)
+    return min(99, done // total)
+
+
+@dataclass(frozen=True)
+class StatusView:
+    project_id: str
+    status: ProjectState
+    steps: tuple[StepView, ...]
+    error: str | None
+    seq: int
+    updated_at: datetime
+
+    @property
+    def progress(self) -> int:
+        return overall_progress(self.status, self.steps)
+
+    @property
+    def current_step(self) -> StepView | None:
+        """The running step, else the failed one, else the next pending one."""
+        for wanted in (StepState.RUNNING, StepState.FAILED):
+            for step in self.steps:
+                if step.status is wanted:
+                    return step
+        if self.status is ProjectState.INITIALIZING:
+            for step in self.steps:
+                if step.status is StepState.PENDING:
+                    return step
+        return None
+
+    def step(self, name: str) -> StepView:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def with_step(self, new: StepView) -> StatusView:
+        return replace(self, steps=tuple(new if s.name == new.name else s for s in self.steps))
+
+    def changed(self, **changes: Any) -> StatusView:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "projectId": self.project_id,
+            "status": self.status.value,
+            "progress": self.progress,
+            "steps": [s.to_json() for s in self.steps],
+            "error": self.error,
+            "seq": self.seq,
+            "updatedAt": _iso(self.updated_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusView:
+        updated = _parse(data["updatedAt"])
+        assert updated is not None
+        return cls(
+            project_id=data["projectId"],
+            status=ProjectState(data["status"]),
+            steps=tuple(StepView.from_json(s) for s in data["steps"]),
+            error=data["error"],
+            seq=data["seq"],
+            updated_at=updated,
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None

@@ -1,0 +1,1 @@
+"""HTTP surface: the GraphQL endpoint, git clone URLs, health."""

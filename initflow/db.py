@@ -97,3 +97,7 @@ async def open_database(database_url: str, *, migrate: bool) -> Database:
         config=tortoise_config(database_url), _enable_global_fallback=True
     )
     return Database(url=database_url, context=context)
+
+
+# For `tortoise -c initflow.db.MIGRATIONS_CONFIG makemigrations` (developers only).
+MIGRATIONS_CONFIG = tortoise_config("sqlite:///tmp/initflow-makemigrations.sqlite3")

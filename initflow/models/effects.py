@@ -89,7 +89,7 @@ class AuditEntry(Model):
 
     class Meta:
         table = "audit_log"
-        indexes = (("project", "created_at"),)
+        indexes = (("project_id", "created_at"),)
 
 
 class WebhookDelivery(Model):

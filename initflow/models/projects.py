@@ -46,7 +46,7 @@ class Project(Model):
     class Meta:
         table = "projects"
         unique_together = (("owner", "slug"), ("owner", "idempotency_key"))
-        indexes = (("status", "next_attempt_at"), ("owner", "created_at"))
+        indexes = (("status", "next_attempt_at"), ("owner_id", "created_at"))
 
 
 class InitializationStep(Model):

@@ -109,11 +109,14 @@ class ProjectService:
                 return existing
         try:
             project = await self._insert(owner, values)
-        except IntegrityError:
+        except (IntegrityError, InvalidInput) as exc:
+            # A concurrent call with the same key may have won the race.
             if key is not None:
                 existing = await Project.filter(owner_id=owner.id, idempotency_key=key).first()
                 if existing is not None:
                     return existing
+            if isinstance(exc, InvalidInput):
+                raise
             raise _name_taken(values["name"]) from None
         await self._bus.wake_runners()
         return project

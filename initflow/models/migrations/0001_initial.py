@@ -1,13 +1,12 @@
-import functools
-from json import dumps, loads
-from uuid import uuid4
-
-from tortoise import fields, migrations
-from tortoise.fields.base import OnDelete
-from tortoise.indexes import Index
+from tortoise import migrations
 from tortoise.migrations import operations as ops
-
+import functools
 from initflow.states import ProjectState, StepState
+from json import dumps, loads
+from tortoise.fields.base import OnDelete
+from uuid import uuid4
+from tortoise import fields
+from tortoise.indexes import Index
 
 
 class Migration(migrations.Migration):
@@ -103,7 +102,7 @@ class Migration(migrations.Migration):
                 "unique_together": (("owner", "slug"), ("owner", "idempotency_key")),
                 "indexes": [
                     Index(fields=["status", "next_attempt_at"]),
-                    Index(fields=["owner", "created_at"]),
+                    Index(fields=["owner_id", "created_at"]),
                 ],
                 "pk_attr": "id",
             },
@@ -146,7 +145,7 @@ class Migration(migrations.Migration):
             options={
                 "table": "audit_log",
                 "app": "models",
-                "indexes": [Index(fields=["project", "created_at"])],
+                "indexes": [Index(fields=["project_id", "created_at"])],
                 "pk_attr": "id",
                 "table_description": "``dedupe_key`` makes an entry written by a re-run step land once.",
             },

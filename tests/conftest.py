@@ -1,0 +1,169 @@
+"""Shared fixtures: a real initflow app on a real SQLite file, and API helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from initflow.app import create_app
+from initflow.services.auth import create_user
+from initflow.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        lease_ttl_seconds=5.0,
+        poll_interval_seconds=0.2,
+        instance_id="test-instance",
+    )
+
+
+@dataclass
+class Api:
+    """A GraphQL client bound to one user's token, over the app's test server."""
+
+    client: TestClient[Any, Any]
+    token: str
+
+    async def query(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = await self.client.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        body: dict[str, Any] = await response.json()
+        return body
+
+    async def data(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = await self.query(query, **variables)
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def create_project(self, name: str, **fields: Any) -> str:
+        data = await self.data(
+            CREATE_PROJECT, input={"name": name, "template": "python-service", **fields}
+        )
+        payload = data["createProject"]
+        assert payload["userErrors"] == []
+        project_id: str = payload["project"]["id"]
+        return project_id
+
+    async def status(self, project_id: str) -> dict[str, Any]:
+        data = await self.data(PROJECT_STATUS, id=project_id)
+        status: dict[str, Any] = data["projectStatus"]
+        return status
+
+    def subscribe(self, project_id: str, after_seq: int | None = None) -> Subscription:
+        return Subscription(self, project_id, after_seq)
+
+
+class Subscription:
+    """``initProgress`` over graphql-transport-ws: iterate events until ``complete``."""
+
+    def __init__(self, api: Api, project_id: str, after_seq: int | None) -> None:
+        self.api = api
+        self.variables = {"id": project_id, "after": after_seq}
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.completed = False
+        self.errors: list[dict[str, Any]] | None = None
+
+    async def __aenter__(self) -> Subscription:
+        self.ws = await self.api.client.ws_connect("/graphql", protocols=("graphql-transport-ws",))
+        await self.ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {self.api.token}"}}
+        )
+        ack = await self.ws.receive_json(timeout=10)
+        assert ack["type"] == "connection_ack", ack
+        await self.ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": INIT_PROGRESS, "variables": self.variables},
+            }
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.ws is not None
+        await self.ws.close()
+
+    async def next_event(self, timeout: float = 30) -> dict[str, Any] | None:
+        """The next event, or None once the server completed the subscription."""
+        assert self.ws is not None
+        while True:
+            frame = json.loads(await self.ws.receive_str(timeout=timeout))
+            if frame["type"] == "next":
+                if frame["payload"].get("errors"):
+                    self.errors = frame["payload"]["errors"]
+                    return None
+                event: dict[str, Any] = frame["payload"]["data"]["initProgress"]
+                return event
+            if frame["type"] == "error":
+                self.errors = frame["payload"]
+                return None
+            if frame["type"] == "complete":
+                self.completed = True
+                return None
+
+    async def events_until_complete(self, timeout: float = 60) -> list[dict[str, Any]]:
+        events = []
+        while (event := await self.next_event(timeout)) is not None:
+            events.append(event)
+        return events
+
+
+STEP_FIELDS = """name title position status progress message attempts
+    startedAt completedAt durationMs error { code message }"""
+STATUS_FIELDS = f"""projectId status progress error seq updatedAt
+    currentStep {{ name }} steps {{ {STEP_FIELDS} }}"""
+CREATE_PROJECT = """
+mutation($input: CreateProjectInput!) {
+  createProject(input: $input) { project { id name slug status } userErrors { field message code } }
+}"""
+PROJECT_STATUS = f"query($id: ID!) {{ projectStatus(projectId: $id) {{ {STATUS_FIELDS} }} }}"
+INIT_PROGRESS = f"""
+subscription($id: ID!, $after: Int) {{
+  initProgress(projectId: $id, afterSeq: $after) {{
+    seq type at step {{ name status progress }} status {{ {STATUS_FIELDS} }}
+  }}
+}}"""
+
+AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+async def start_app(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], settings: Settings
+) -> AsyncIterator[AppFactory]:
+    """Start a real app (runner included) on ``settings``, with overrides."""
+
+    async def start(**overrides: Any) -> TestClient[Any, Any]:
+        registry = overrides.pop("registry", None)
+        app = create_app(settings.with_overrides(**overrides), registry=registry)
+        return await aiohttp_client(app)
+
+    yield start
+
+
+@pytest.fixture
+async def api_for(start_app: AppFactory) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    client: TestClient[Any, Any] | None = None
+
+    async def make(user: str = "alice", **overrides: Any) -> Api:
+        nonlocal client
+        if client is None:
+            client = await start_app(**overrides)
+        _, token = await create_user(user)
+        return Api(client, token)
+
+    yield make

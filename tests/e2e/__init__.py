@@ -1,0 +1,1 @@
+"""End-to-end tests: real initflow processes, real SIGKILL, real SQLite files."""

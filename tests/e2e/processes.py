@@ -1,0 +1,242 @@
+"""Real ``initflow`` child processes, their data dir's SQLite file, and git.
+
+Synchronisation is always on a real condition with a deadline (readiness, process exit, a
+database row), never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BIN_DIR = Path(sys.executable).parent
+INITFLOW = str(BIN_DIR / "initflow") if (BIN_DIR / "initflow").exists() else "initflow"
+READY_DEADLINE_SECONDS = 30.0
+POLL_SECONDS = 0.02
+
+# Environment variables of the developer's shell that would change what a child does.
+_SCRUBBED_ENV = (
+    "INITFLOW_CRASH_AT",
+    "INITFLOW_STEP_DELAY_SECONDS",
+    "INITFLOW_LEASE_TTL_SECONDS",
+    "INITFLOW_POLL_INTERVAL_SECONDS",
+    "INITFLOW_INSTANCE_ID",
+    "INITFLOW_HOST",
+    "INITFLOW_PORT",
+    "INITFLOW_PUBLIC_URL",
+    "INITFLOW_ALLOWED_ORIGINS",
+    "INITFLOW_WEBHOOK_URL",
+    "INITFLOW_TEMPLATE_DIRS",
+    "INITFLOW_TOKEN",
+    "INITFLOW_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+)
+
+
+def free_port() -> int:
+    """A port the kernel just handed out (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_environment(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env["INITFLOW_DATA_DIR"] = str(data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = POLL_SECONDS
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def run_cli(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+    """Run an ``initflow`` command to completion and return its stdout."""
+    result = subprocess.run(
+        [INITFLOW, *args],
+        env=child_environment(data_dir, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"initflow {' '.join(args)} exited {result.returncode}\n"
+            f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def create_user(data_dir: Path, name: str) -> str:
+    """``initflow users create NAME``: the token is the last line of stdout."""
+    lines = [line for line in run_cli(data_dir, "users", "create", name).splitlines() if line]
+    return lines[-1].strip()
+
+
+def database_path(data_dir: Path) -> Path:
+    return data_dir / "initflow.sqlite3"
+
+
+@contextlib.contextmanager
+def open_db(data_dir: Path) -> Iterator[sqlite3.Connection]:
+    """A short-lived stdlib connection to the service's SQLite file (rows as dicts)."""
+    connection = sqlite3.connect(database_path(data_dir), timeout=10)
+    connection.row_factory = sqlite3.Row
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def parse_db_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ServiceProcess:
+    """One ``initflow serve`` child process with captured output."""
+
+    def __init__(
+        self, *, data_dir: Path, log_dir: Path, label: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.label = label
+        self.port = free_port()
+        self.env = child_environment(data_dir, env)
+        self.stdout_path = log_dir / f"{label}.stdout.log"
+        self.stderr_path = log_dir / f"{label}.stderr.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at: datetime | None = None
+        self.started_monotonic: float | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def start(self) -> ServiceProcess:
+        assert self.process is None, "a ServiceProcess is started once"
+        self.stdout_path.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            self.stdout_path.open("wb") as stdout,
+            self.stderr_path.open("wb") as stderr,
+        ):
+            self.started_at = datetime.now(UTC)
+            self.started_monotonic = time.monotonic()
+            self.process = subprocess.Popen(
+                [INITFLOW, "serve", "--port", str(self.port)],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        return self
+
+    def _ready(self) -> bool:
+        code = self.returncode
+        if code is not None:
+            raise AssertionError(f"{self.label} exited with {code} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_ready(self, timeout: float = READY_DEADLINE_SECONDS) -> float:
+        """Block until ``/readyz`` answers 200; returns seconds since start."""
+        wait_until(self._ready, timeout=timeout, what=f"{self.label} /readyz 200")
+        assert self.started_monotonic is not None
+        return time.monotonic() - self.started_monotonic
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end by itself (a crash point, say); returns its code."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.label} (pid {self.pid}) still running after {timeout:.0f} s"
+            ) from None
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """Graceful stop: SIGTERM, then wait for the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        """Teardown: make sure the process is gone (SIGKILL if it still runs)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def describe(self) -> str:
+        return (
+            f"===== {self.label} (port {self.port}, exit {self.returncode}) =====\n"
+            f"--- stdout ({self.stdout_path}) ---\n{self.stdout()}\n"
+            f"--- stderr ({self.stderr_path}) ---\n{self.stderr()}"
+        )
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    """Run git with the developer's config switched off; returns stripped stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
+    )
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+requires_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+ServiceFactory = Callable[..., ServiceProcess]

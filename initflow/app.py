@@ -13,8 +13,8 @@ from aiohttp import web
 
 from initflow.bus import ProgressBus
 from initflow.bus.memory import MemoryBus
+from initflow.bus.redis import RedisBus
 from initflow.db import Database, is_sqlite, open_database
-from initflow.errors import ConfigurationError
 from initflow.runner.registry import StepRegistry
 from initflow.runner.steps import default_registry
 from initflow.runner.worker import Runner
@@ -34,9 +34,7 @@ RUNNER = web.AppKey("runner", Runner)
 
 def build_bus(settings: Settings) -> ProgressBus:
     if settings.redis_url:
-        raise ConfigurationError(
-            "REDIS_URL is not supported yet; unset it to use the in-process bus"
-        )
+        return RedisBus(settings.redis_url, settings.redis_prefix)
     return MemoryBus()
 
 
@@ -69,6 +67,7 @@ def create_app(
         await database.close()
 
     async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
+        await bus.start()
         yield
         await bus.close()
 

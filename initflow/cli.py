@@ -55,6 +55,7 @@ async def _worker(settings: Settings, burst: bool) -> None:
     url = settings.effective_database_url
     database = await open_database(url, migrate=is_sqlite(url))
     bus = build_bus(settings)
+    await bus.start()
     runner = Runner(
         settings=settings,
         instance_id=settings.resolved_instance_id(),

@@ -45,6 +45,7 @@ class Settings:
     data_dir: Path = Path(".initflow")
     database_url: str = ""
     redis_url: str | None = None
+    redis_prefix: str = "initflow"
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = ""
@@ -74,6 +75,7 @@ class Settings:
             data_dir=data_dir,
             database_url=env.get("DATABASE_URL") or "",
             redis_url=env.get("REDIS_URL") or None,
+            redis_prefix=env.get("INITFLOW_REDIS_PREFIX") or "initflow",
             host=host,
             port=port,
             public_url=(env.get("INITFLOW_PUBLIC_URL") or "").rstrip("/"),

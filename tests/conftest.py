@@ -2,29 +2,93 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+from tortoise import Tortoise
 
 from initflow.app import create_app
+from initflow.db import apply_migrations
 from initflow.services.auth import create_user
 from initflow.settings import Settings
 
 
+POSTGRES_ADMIN_URL = os.environ.get(
+    "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("INITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def postgres_url(database: str) -> str:
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+
+
+async def _admin(*statements: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _migrate(url: str) -> None:
+    await apply_migrations(url)
+    await Tortoise.close_connections()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database that each Postgres test copies (CREATE DATABASE … TEMPLATE)."""
+    name = f"initflow_tpl_{os.getpid()}"
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    asyncio.run(_migrate(postgres_url(name)))
+    yield name
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The runner and API suites run on SQLite (in-process bus) and Postgres + Redis.
+
+    Missing Postgres or Redis is an error, never a skip.
+    """
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    base = Settings(
         data_dir=tmp_path / "data",
         lease_ttl_seconds=5.0,
         poll_interval_seconds=0.2,
         instance_id="test-instance",
     )
+    if backend == "sqlite":
+        yield base
+        return
+    template = request.getfixturevalue("postgres_template")
+    database = f"initflow_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f"CREATE DATABASE {database} TEMPLATE {template}"))
+    try:
+        yield base.with_overrides(
+            database_url=postgres_url(database),
+            redis_url=REDIS_TEST_URL,
+            redis_prefix=f"initflow-test-{database}",
+        )
+    finally:
+        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
 
 
 @dataclass

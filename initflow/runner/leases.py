@@ -53,8 +53,62 @@ def _claimable(owner: str, now: datetime, exclude: Collection[UUID]) -> Q:
     return query
 
 
+CLAIM_SKIP_LOCKED = """
+WITH candidate AS (
+    SELECT id, lease_owner AS previous_owner
+    FROM projects
+    WHERE status = 'initializing'
+      AND (lease_owner IS NULL OR lease_expires_at < $2 OR lease_owner = $1)
+      AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
+      AND NOT (id = ANY($4::uuid[]))
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE projects AS p
+SET lease_owner = $1, lease_token = p.lease_token + 1, lease_expires_at = $3
+FROM candidate
+WHERE p.id = candidate.id
+RETURNING p.id, p.lease_token, candidate.previous_owner
+"""
+
+
+def _lease(row: dict[str, Any], owner: str, ttl: timedelta, token: int) -> Lease:
+    previous = row.get("previous_owner", row.get("lease_owner"))
+    return Lease(
+        project_id=row["id"],
+        owner=owner,
+        token=token,
+        ttl=ttl,
+        taken_over_from=previous if previous not in (None, owner) else None,
+    )
+
+
 async def claim_next(owner: str, ttl: timedelta, exclude: Collection[UUID] = ()) -> Lease | None:
     """Claim the oldest claimable project, or return ``None`` when there is none."""
+    connection = Project._meta.db
+    if connection.capabilities.dialect == "postgres":
+        return await _claim_skip_locked(connection, owner, ttl, exclude)
+    return await _claim_compare_and_set(owner, ttl, exclude)
+
+
+async def _claim_skip_locked(
+    connection: BaseDBAsyncClient, owner: str, ttl: timedelta, exclude: Collection[UUID]
+) -> Lease | None:
+    """Postgres: one statement; concurrent claimers skip each other's locked rows."""
+    now = utcnow()
+    rows = await connection.execute_query_dict(
+        CLAIM_SKIP_LOCKED, [owner, now, now + ttl, list(exclude)]
+    )
+    if not rows:
+        return None
+    return _lease(rows[0], owner, ttl, rows[0]["lease_token"])
+
+
+async def _claim_compare_and_set(
+    owner: str, ttl: timedelta, exclude: Collection[UUID]
+) -> Lease | None:
+    """SQLite: writers are serialised; a token compare-and-set makes the claim exclusive."""
     now = utcnow()
     candidates: list[dict[str, Any]] = (
         await Project.filter(_claimable(owner, now, exclude))
@@ -67,14 +121,7 @@ async def claim_next(owner: str, ttl: timedelta, exclude: Collection[UUID] = ())
             _claimable(owner, now, ()), id=row["id"], lease_token=row["lease_token"]
         ).update(lease_owner=owner, lease_token=row["lease_token"] + 1, lease_expires_at=now + ttl)
         if claimed == 1:
-            previous = row["lease_owner"]
-            return Lease(
-                project_id=row["id"],
-                owner=owner,
-                token=row["lease_token"] + 1,
-                ttl=ttl,
-                taken_over_from=previous if previous not in (None, owner) else None,
-            )
+            return _lease(row, owner, ttl, row["lease_token"] + 1)
     return None
 
 

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
-from initflow.app import catalog_for
-from initflow.bus.memory import MemoryBus
+from initflow.app import build_bus, catalog_for
+from initflow.bus import ProgressBus
 from initflow.db import Database, open_database
 from initflow.models import User
 from initflow.runner.registry import StepRegistry
@@ -23,7 +23,7 @@ from initflow.settings import Settings
 class World:
     settings: Settings
     database: Database
-    bus: MemoryBus
+    bus: ProgressBus
     projects: ProjectService
     owner: User
 
@@ -45,9 +45,11 @@ class World:
 @asynccontextmanager
 async def world(settings: Settings) -> AsyncIterator[World]:
     database = await open_database(settings.effective_database_url, migrate=True)
-    bus = MemoryBus()
+    bus = build_bus(settings)
+    await bus.start()
     try:
         owner, _ = await create_user("owner")
         yield World(settings, database, bus, ProjectService(catalog_for(settings), bus), owner)
     finally:
+        await bus.close()
         await database.close()

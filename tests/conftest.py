@@ -22,7 +22,6 @@ from initflow.db import apply_migrations
 from initflow.services.auth import create_user
 from initflow.settings import Settings
 
-
 POSTGRES_ADMIN_URL = os.environ.get(
     "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
 )

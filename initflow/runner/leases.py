@@ -12,8 +12,8 @@ same on both databases (Tortoise ignores ``select_for_update`` on SQLite).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,11 +21,11 @@ from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
 from initflow.clock import utcnow
 from initflow.errors import LeaseLost
 from initflow.models import Project
+from initflow.services.journal import guarded_transaction
 from initflow.states import ProjectState
 
 CLAIM_BATCH = 20
@@ -140,23 +140,10 @@ async def release(lease: Lease, **changes: Any) -> bool:
     return released == 1
 
 
-@asynccontextmanager
-async def fenced_transaction(
-    lease: Lease, expect: dict[str, Any] | None = None, **project_changes: Any
-) -> AsyncIterator[BaseDBAsyncClient]:
-    """A transaction that starts by proving the lease is still ours.
+def fenced_transaction(lease: Lease) -> AbstractAsyncContextManager[BaseDBAsyncClient]:
+    """A transaction that starts by proving the lease is still ours (and renewing it).
 
-    ``project_changes`` are applied by that same conditional update (which also
-    renews the lease), so the proof costs no extra statement. ``expect`` adds
-    conditions (the journal's ``last_seq``) whose mismatch counts as a lost lease.
+    Steps write their database effects inside it, so a runner that lost its
+    lease cannot add an effect after its successor started.
     """
-    now = utcnow()
-    async with in_transaction() as connection:
-        matched = (
-            await Project.filter(lease.fence(), **(expect or {}))
-            .using_db(connection)
-            .update(**{"lease_expires_at": now + lease.ttl, "updated_at": now, **project_changes})
-        )
-        if matched != 1:
-            raise LeaseLost()
-        yield connection
+    return guarded_transaction(lease.fence(), LeaseLost, lease_expires_at=utcnow() + lease.ttl)

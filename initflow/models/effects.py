@@ -32,6 +32,7 @@ class Repository(Model):
         "models.Project", related_name="repository", on_delete=fields.CASCADE
     )
     path = fields.CharField(max_length=500)
+    clone_url = fields.CharField(max_length=1000, default="")
     default_branch = fields.CharField(max_length=100, default="main")
     initial_commit = fields.CharField(max_length=40, null=True)
     head_commit = fields.CharField(max_length=40, null=True)

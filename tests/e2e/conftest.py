@@ -9,6 +9,7 @@ printed in pytest's terminal summary (never asserted).
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -16,7 +17,25 @@ from typing import Any
 
 import pytest
 
-from .processes import ServiceFactory, ServiceProcess
+from .processes import ServiceFactory, ServiceProcess, UserDataDir, create_user
+
+
+@pytest.fixture(scope="session")
+def _alice_template(tmp_path_factory: pytest.TempPathFactory) -> UserDataDir:
+    data_dir = tmp_path_factory.mktemp("template") / "data"
+    return UserDataDir(data_dir, "alice", create_user(data_dir, "alice"))
+
+
+@pytest.fixture
+def alice_data_dir(_alice_template: UserDataDir, tmp_path: Path) -> UserDataDir:
+    """A fresh data dir in the test's tmp dir with user ``alice`` and her token.
+
+    ``initflow users create alice`` runs once per session (it is a second of start-up and
+    migrations); each test gets a copy of the resulting, closed SQLite file.
+    """
+    data_dir = tmp_path / "data"
+    shutil.copytree(_alice_template.path, data_dir)
+    return UserDataDir(data_dir, _alice_template.user, _alice_template.token)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -29,7 +48,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture
 def service_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServiceFactory]:
-    """``start(data_dir, env=None, label=None, ready=True)`` -> a started ServiceProcess."""
+    """``start(data_dir, env=None, label=None, port=None, ready=True)`` -> a started process.
+
+    ``port`` defaults to a free one; pass the port of a dead process to restart "the same"
+    service on the address its clients and its generated manifests know.
+    """
     started: list[ServiceProcess] = []
     log_dir = tmp_path / "logs"
 
@@ -37,6 +60,7 @@ def service_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         data_dir: Path,
         env: Mapping[str, str] | None = None,
         label: str | None = None,
+        port: int | None = None,
         ready: bool = True,
     ) -> ServiceProcess:
         service = ServiceProcess(
@@ -44,6 +68,7 @@ def service_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
             log_dir=log_dir,
             label=label or f"serve-{len(started) + 1}",
             env=env,
+            port=port,
         )
         started.append(service)
         service.start()

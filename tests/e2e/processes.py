@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,15 @@ def create_user(data_dir: Path, name: str) -> str:
     return lines[-1].strip()
 
 
+@dataclass(frozen=True)
+class UserDataDir:
+    """A data dir whose database holds one user made by ``initflow users create``."""
+
+    path: Path
+    user: str
+    token: str
+
+
 def database_path(data_dir: Path) -> Path:
     return data_dir / "initflow.sqlite3"
 
@@ -126,17 +136,24 @@ class ServiceProcess:
     """One ``initflow serve`` child process with captured output."""
 
     def __init__(
-        self, *, data_dir: Path, log_dir: Path, label: str, env: Mapping[str, str] | None = None
+        self,
+        *,
+        data_dir: Path,
+        log_dir: Path,
+        label: str,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.label = label
-        self.port = free_port()
+        self.port = port or free_port()
         self.env = child_environment(data_dir, env)
         self.stdout_path = log_dir / f"{label}.stdout.log"
         self.stderr_path = log_dir / f"{label}.stderr.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at: datetime | None = None
         self.started_monotonic: float | None = None
+        self.ready_seconds: float | None = None
 
     @property
     def base_url(self) -> str:
@@ -183,7 +200,8 @@ class ServiceProcess:
         """Block until ``/readyz`` answers 200; returns seconds since start."""
         wait_until(self._ready, timeout=timeout, what=f"{self.label} /readyz 200")
         assert self.started_monotonic is not None
-        return time.monotonic() - self.started_monotonic
+        self.ready_seconds = time.monotonic() - self.started_monotonic
+        return self.ready_seconds
 
     def wait_exit(self, timeout: float) -> int:
         """Wait for the process to end by itself (a crash point, say); returns its code."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from initflow.step_plan import STEP_NAMES
 
 from .processes import (
     ServiceFactory,
-    create_user,
+    UserDataDir,
     git,
     open_db,
     parse_db_time,
@@ -102,8 +103,13 @@ async def follow_until_finished(client: ApiClient, project_id: str) -> dict[str,
 
 
 async def wait_all_finished(client: ApiClient, project_ids: Sequence[str]) -> None:
-    async with asyncio.timeout(FINISH_DEADLINE_SECONDS):
-        finals = await asyncio.gather(*(follow_until_finished(client, p) for p in project_ids))
+    try:
+        async with asyncio.timeout(FINISH_DEADLINE_SECONDS):
+            finals = await asyncio.gather(*(follow_until_finished(client, p) for p in project_ids))
+    except TimeoutError:
+        raise AssertionError(
+            f"projects {project_ids} not finished within {FINISH_DEADLINE_SECONDS:.0f} s"
+        ) from None
     for project_id, final in zip(project_ids, finals, strict=True):
         assert final["status"]["status"] == "ACTIVE", (project_id, final)
 
@@ -249,7 +255,8 @@ async def assert_initialized_exactly_once(
     assert git("-C", bare, "rev-parse", "main") == repository["head_commit"]
     assert git("-C", bare, "rev-parse", "main~1") == repository["initial_commit"]
     assert data["project"]["repository"]["headCommit"] == repository["head_commit"]
-    return data["project"]
+    view: dict[str, Any] = data["project"]
+    return view
 
 
 def assert_clone_has_gitops(clone_url: str, token: str, head_commit: str, target: Path) -> None:
@@ -266,10 +273,11 @@ def assert_clone_has_gitops(clone_url: str, token: str, head_commit: str, target
 
 
 def resume_latency_ms(
-    data_dir: Path, service_started_at: Any, seq_at_kill: dict[str, int]
+    data_dir: Path, service_started_at: datetime | None, seq_at_kill: dict[str, int]
 ) -> float | None:
     """From the restarted process's start to its first step event (projects that existed)."""
-    firsts = [
+    assert service_started_at is not None
+    firsts: list[datetime] = [
         event["created_at"]
         for project_id, seq in seq_at_kill.items()
         for event in read_events(data_dir, project_id)
@@ -287,12 +295,12 @@ def resume_latency_ms(
 async def test_a_server_killed_at_any_crash_point_finishes_every_project_exactly_once_after_restart(
     crash_at: str,
     tmp_path: Path,
+    alice_data_dir: UserDataDir,
     service_factory: ServiceFactory,
-    record_figure: Any,
+    record_figure: Callable[[str, float], None],
 ) -> None:
     step, point = crash_at.split(":")
-    data_dir = tmp_path / "data"
-    token = create_user(data_dir, "alice")
+    data_dir, token = alice_data_dir.path, alice_data_dir.token
     delay = {"INITFLOW_STEP_DELAY_SECONDS": "0.05"}
 
     crashing = service_factory(
@@ -307,9 +315,12 @@ async def test_a_server_killed_at_any_crash_point_finishes_every_project_exactly
     seq_at_kill = last_seqs(data_dir)
     assert 1 <= len(before) <= len(PROJECT_NAMES)
     assert_crash_point_was_committed(before, step, point)
-    print(f"crash_at={crash_at} created_before_kill={len(before)} acknowledged={acknowledged}")
+    answered = sum(project_id is not None for project_id in acknowledged.values())
+    print(f"crash_at={crash_at} projects_at_kill={len(before)} answered_before_kill={answered}")
 
-    restarted = service_factory(data_dir, env=delay, label="restarted")
+    # The same service comes back: same data dir, same address (a restart on another
+    # address is the test below).
+    restarted = service_factory(data_dir, env=delay, label="restarted", port=crashing.port)
     client = ApiClient(restarted.base_url, token)
     # A request the crash cut off is sent again with its idempotency key, as a client would.
     ids = {
@@ -327,8 +338,9 @@ async def test_a_server_killed_at_any_crash_point_finishes_every_project_exactly
     if latency is None:
         print(f"resume_after_restart_ms=n/a ({crash_at}: nothing was left to resume)")
     else:
-        print(f"resume_after_restart_ms={latency:.0f}")
         record_figure("resume_after_restart_ms", latency)
+    assert restarted.ready_seconds is not None
+    record_figure("ready_after_restart_ms", restarted.ready_seconds * 1000)
 
     views = {}
     for project_id in project_ids:
@@ -347,10 +359,9 @@ async def test_a_server_killed_at_any_crash_point_finishes_every_project_exactly
 
 
 async def test_sigterm_mid_run_releases_the_lease_and_a_restart_keeps_completed_steps(
-    tmp_path: Path, service_factory: ServiceFactory
+    alice_data_dir: UserDataDir, service_factory: ServiceFactory
 ) -> None:
-    data_dir = tmp_path / "data"
-    token = create_user(data_dir, "alice")
+    data_dir, token = alice_data_dir.path, alice_data_dir.token
     service = service_factory(
         data_dir, env={"INITFLOW_STEP_DELAY_SECONDS": "0.5"}, label="graceful"
     )
@@ -400,3 +411,26 @@ async def test_first_start_on_a_fresh_data_dir_prints_the_base_url_and_an_admin_
     second = service_factory(data_dir, label="second-start")
     assert token not in second.stdout()
     assert not any(line.strip().startswith("ifl_") for line in second.stdout().splitlines())
+
+
+async def test_a_step_interrupted_after_its_push_converges_when_resumed_on_another_address(
+    alice_data_dir: UserDataDir, service_factory: ServiceFactory
+) -> None:
+    data_dir, token = alice_data_dir.path, alice_data_dir.token
+    crash_at = "configure_gitops:mid"
+    crashing = service_factory(
+        data_dir,
+        env={"INITFLOW_STEP_DELAY_SECONDS": "0.05", "INITFLOW_CRASH_AT": crash_at},
+        label="crashing",
+    )
+    project_id = await create_project(ApiClient(crashing.base_url, token), "Moved Echo")
+    assert await asyncio.to_thread(crashing.wait_exit, CRASH_DEADLINE_SECONDS) == -signal.SIGKILL
+    before = read_steps(data_dir)
+    assert project_id is not None
+    assert before[project_id]["configure_gitops"]["status"] == "running"
+
+    moved = service_factory(data_dir, label="moved")  # another free port: another base URL
+    assert moved.port != crashing.port
+    client = ApiClient(moved.base_url, token)
+    await wait_all_finished(client, [project_id])
+    await assert_initialized_exactly_once(data_dir, client, project_id, before[project_id])

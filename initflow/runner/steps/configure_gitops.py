@@ -69,8 +69,14 @@ def ci_workflow(environments: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_gitops_tree(ctx: StepContext, staging: Path) -> list[tuple[str, str, str]]:
-    """Copy the workspace and add the GitOps files; returns (environment, kind, path)."""
+def stage_gitops_tree(
+    ctx: StepContext, staging: Path, clone_url: str
+) -> list[tuple[str, str, str]]:
+    """Copy the workspace and add the GitOps files; returns (environment, kind, path).
+
+    ``clone_url`` is the one recorded when the repository was created, not this
+    process's address, so a resumed run on another instance commits the same bytes.
+    """
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(ctx.workspace, staging)
@@ -80,7 +86,7 @@ def stage_gitops_tree(ctx: StepContext, staging: Path) -> list[tuple[str, str, s
         folder = staging / "clusters" / environment
         folder.mkdir(parents=True, exist_ok=True)
         source = folder / f"{slug}-source.yaml"
-        source.write_text(git_repository_manifest(slug, environment, ctx.clone_url))
+        source.write_text(git_repository_manifest(slug, environment, clone_url))
         sync = folder / f"{slug}-kustomization.yaml"
         sync.write_text(kustomization_manifest(slug, environment))
         resources.append((environment, "GitRepository", str(source.relative_to(staging))))
@@ -103,7 +109,7 @@ class ConfigureGitops:
             raise PermanentStepError("The initial commit is missing", code="GITOPS_NO_BASE")
         await ctx.progress(0, 3, "Writing Flux manifests")
         staging = ctx.workspace.with_name(ctx.workspace.name + ".gitops")
-        resources = stage_gitops_tree(ctx, staging)
+        resources = stage_gitops_tree(ctx, staging, repository.clone_url or ctx.clone_url)
         sha = await commit_directory(
             ctx.repository_path,
             staging,

@@ -19,6 +19,7 @@ class CreateRepository:
                 project_id=ctx.project.id,
                 defaults={
                     "path": str(ctx.repository_path),
+                    "clone_url": ctx.clone_url,
                     "default_branch": "main",
                     "created_at": utcnow(),
                 },

@@ -1,0 +1,17 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from tortoise import fields
+
+
+class Migration(migrations.Migration):
+    dependencies = [("models", "0001_initial")]
+
+    initial = False
+
+    operations = [
+        ops.AddField(
+            model_name="Repository",
+            name="clone_url",
+            field=fields.CharField(default="", max_length=1000),
+        ),
+    ]

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 from initflow.errors import ConfigurationError
@@ -53,6 +54,8 @@ class Settings:
     lease_ttl_seconds: float = 10.0
     poll_interval_seconds: float = 1.0
     step_delay_seconds: float = 0.0
+    step_timeout_seconds: float = 300.0
+    stall_after_seconds: float = 60.0
     allowed_origins: tuple[str, ...] = ()
     webhook_url: str | None = None
     run_runner: bool = True
@@ -83,6 +86,8 @@ class Settings:
             lease_ttl_seconds=_float(env, "INITFLOW_LEASE_TTL_SECONDS", 10.0),
             poll_interval_seconds=_float(env, "INITFLOW_POLL_INTERVAL_SECONDS", 1.0),
             step_delay_seconds=_float(env, "INITFLOW_STEP_DELAY_SECONDS", 0.0),
+            step_timeout_seconds=_float(env, "INITFLOW_STEP_TIMEOUT_SECONDS", 300.0),
+            stall_after_seconds=_float(env, "INITFLOW_STALL_AFTER_SECONDS", 60.0),
             allowed_origins=origins,
             webhook_url=env.get("INITFLOW_WEBHOOK_URL") or None,
             crash_at=env.get("INITFLOW_CRASH_AT") or None,
@@ -95,6 +100,10 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite://{self.data_dir / 'initflow.sqlite3'}"
+
+    @property
+    def stall_after(self) -> timedelta:
+        return timedelta(seconds=self.stall_after_seconds)
 
     @property
     def base_url(self) -> str:

@@ -31,11 +31,19 @@ class StepState(StrEnum):
 
 STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     StepState.PENDING: frozenset({StepState.RUNNING, StepState.SKIPPED}),
-    # RUNNING -> RUNNING is a resume after a crash or a retry of a transient failure.
+    # RUNNING -> RUNNING is a resume after a crash or a retry of a transient failure;
+    # RUNNING -> PENDING is a cancel that interrupted the step.
     StepState.RUNNING: frozenset(
-        {StepState.RUNNING, StepState.COMPLETED, StepState.FAILED, StepState.SKIPPED}
+        {
+            StepState.RUNNING,
+            StepState.COMPLETED,
+            StepState.FAILED,
+            StepState.SKIPPED,
+            StepState.PENDING,
+        }
     ),
-    StepState.FAILED: frozenset({StepState.RUNNING}),
+    # FAILED -> PENDING is retryInitialization.
+    StepState.FAILED: frozenset({StepState.RUNNING, StepState.PENDING}),
     StepState.COMPLETED: frozenset(),
     StepState.SKIPPED: frozenset(),
 }

@@ -7,7 +7,7 @@ in-memory mirror (events), so a client renders identically from either.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from initflow.states import ProjectState, StepState
@@ -26,6 +26,8 @@ class StepView:
     completed_at: datetime | None
     error_code: str | None
     error_message: str | None
+    last_progress_at: datetime | None = None
+    next_attempt_at: datetime | None = None
 
     @property
     def title(self) -> str:
@@ -47,6 +49,8 @@ class StepView:
             "completedAt": _iso(self.completed_at),
             "errorCode": self.error_code,
             "errorMessage": self.error_message,
+            "lastProgressAt": _iso(self.last_progress_at),
+            "nextAttemptAt": _iso(self.next_attempt_at),
         }
 
     @classmethod
@@ -62,10 +66,21 @@ class StepView:
             completed_at=_parse(data["completedAt"]),
             error_code=data["errorCode"],
             error_message=data["errorMessage"],
+            last_progress_at=_parse(data.get("lastProgressAt")),
+            next_attempt_at=_parse(data.get("nextAttemptAt")),
         )
 
     def changed(self, **changes: Any) -> StepView:
         return replace(self, **changes)
+
+    def stalled_since(self, now: datetime, threshold: timedelta) -> datetime | None:
+        """When a running step that reports nothing became stalled, if it has."""
+        if self.status is not StepState.RUNNING:
+            return None
+        quiet_since = self.last_progress_at or self.started_at
+        if quiet_since is None or now - quiet_since < threshold:
+            return None
+        return quiet_since + threshold
 
 
 def overall_progress(status: ProjectState, steps: tuple[StepView, ...]) -> int:

@@ -65,6 +65,7 @@ class InitializationStep(Model):
     error_code = fields.CharField(max_length=50, null=True)
     error_message = fields.TextField(null=True)
     checkpoint: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    next_attempt_at = fields.DatetimeField(null=True)
     updated_at = fields.DatetimeField()
 
     class Meta:

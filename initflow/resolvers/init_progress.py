@@ -18,4 +18,4 @@ async def init_progress(
     stream = info.context.services.progress.events(parse_project_id(project_id), user.id, after_seq)
     async with aclosing(stream):  # release the bus subscription as soon as the client leaves
         async for event in stream:
-            yield InitProgressEvent.from_event(event)
+            yield InitProgressEvent.from_event(event, info.context.services.settings.stall_after)

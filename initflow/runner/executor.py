@@ -14,6 +14,8 @@ import random
 import time
 from datetime import timedelta
 
+from tortoise.exceptions import DBConnectionError, OperationalError
+
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.errors import InitflowError, LeaseLost, PermanentStepError, TransientStepError
@@ -33,6 +35,7 @@ log = logging.getLogger("initflow.runner")
 
 MAX_ATTEMPTS = 3
 PROGRESS_WRITE_INTERVAL = 0.1
+TRANSIENT_ERRORS = (OSError, TimeoutError, OperationalError, DBConnectionError)
 
 
 def retry_delay(attempt: int) -> timedelta:
@@ -59,12 +62,14 @@ class Executor:
         self._bus = bus
         self._crash = crash_points
         self._lease_lost = False
+        self._failed_attempts = 0
 
     async def run(self) -> None:
         """Run to the end, a failure, a retry pause, a lost lease or cancellation."""
         main = asyncio.current_task()
         assert main is not None
         heartbeat = asyncio.create_task(self._heartbeat(main))
+        watcher = asyncio.create_task(self._watch_for_cancel(main))
         try:
             await self._run()
         except LeaseLost:
@@ -78,6 +83,21 @@ class Executor:
             raise
         finally:
             heartbeat.cancel()
+            watcher.cancel()
+
+    async def _watch_for_cancel(self, main: asyncio.Task[None]) -> None:
+        """Stop at once (cooperatively, also inside a step) when the run is canceled.
+
+        The fence would stop us at our next write anyway; this makes it immediate.
+        """
+        async with self._bus.subscribe(str(self.lease.project_id)) as events:
+            while True:
+                event = await events.get(timeout=self.lease.ttl.total_seconds())
+                if event is not None and event.type is EventType.INITIALIZATION_CANCELED:
+                    self._lease_lost = True
+                    self._log("canceled", "run canceled; stopping")
+                    main.cancel()
+                    return
 
     async def _heartbeat(self, main: asyncio.Task[None]) -> None:
         interval = self.lease.ttl.total_seconds() / 3
@@ -92,6 +112,7 @@ class Executor:
 
     async def _run(self) -> None:
         project = await Project.get(id=self.lease.project_id)
+        self._failed_attempts = project.run_attempts
         status = await load_status(project.id)
         journal = RunJournal(self.lease, status, self._bus)
         facts = ProjectFacts(
@@ -119,7 +140,8 @@ class Executor:
             changes = [self._finish(journal, step.name, result)]
             following = pending[index + 1] if index + 1 < len(pending) else None
             changes.append(self._start(journal, following) if following else _completed_change())
-            await journal.record(*changes)
+            await journal.record(*changes, project_changes={"run_attempts": 0})
+            self._failed_attempts = 0
             self._log("step_done", f"{step.name}: {result.message}", step.name)
             self._crash.reached(step.name, "completed")
             if following:
@@ -138,6 +160,7 @@ class Executor:
                 "message": "Starting",
                 "error_code": None,
                 "error_message": None,
+                "next_attempt_at": None,
             },
         )
 
@@ -166,16 +189,36 @@ class Executor:
             transaction=lambda: fenced_transaction(self.lease),
             report=self._reporter(journal, name),
         )
+        timeout = self._settings.step_timeout_seconds
         try:
-            return await self._registry[name].run(context)
+            async with asyncio.timeout(timeout):
+                return await self._registry[name].run(context)
         except (LeaseLost, asyncio.CancelledError):
             raise
+        except TimeoutError:
+            await self._retry_or_fail(
+                journal,
+                name,
+                TransientStepError(
+                    f"Step did not finish within {timeout:g} s", code="STEP_TIMEOUT"
+                ),
+            )
         except PermanentStepError as exc:
             await self._fail(journal, name, exc)
         except TransientStepError as exc:
             await self._retry_or_fail(journal, name, exc)
         except InitflowError as exc:
             await self._fail(journal, name, PermanentStepError(exc.message, code=exc.code))
+        except TRANSIENT_ERRORS as exc:
+            log.warning("step %s: transient error %r", name, exc, extra={"action": "transient"})
+            await self._retry_or_fail(
+                journal,
+                name,
+                TransientStepError(
+                    f"Temporary problem in step '{name}' ({type(exc).__name__})",
+                    code="TRANSIENT_ERROR",
+                ),
+            )
         except Exception as exc:
             log.exception("step %s of %s raised unexpectedly", name, self.lease.project_id)
             transient = TransientStepError(
@@ -209,11 +252,12 @@ class Executor:
     async def _retry_or_fail(
         self, journal: RunJournal, name: str, error: TransientStepError
     ) -> None:
-        attempts = journal.status.step(name).attempts
-        if attempts >= MAX_ATTEMPTS:
+        """Back off and let any runner try again, up to MAX_ATTEMPTS failures in a row."""
+        failures = self._failed_attempts + 1
+        if failures >= MAX_ATTEMPTS:
             await self._fail(journal, name, error)
             return
-        next_at = utcnow() + retry_delay(attempts)
+        next_at = utcnow() + retry_delay(failures)
         await journal.record(
             Change(
                 EventType.STEP_RETRYING,
@@ -221,12 +265,18 @@ class Executor:
                 {
                     "error_code": error.code,
                     "error_message": error.message,
-                    "message": f"Attempt {attempts} failed; retrying at {next_at:%H:%M:%S} UTC",
+                    "next_attempt_at": next_at,
+                    "message": f"Attempt {failures} failed; retrying at {next_at:%H:%M:%S} UTC",
                 },
-            )
+            ),
+            project_changes={
+                "run_attempts": failures,
+                "next_attempt_at": next_at,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            },
         )
-        await release(self.lease, next_attempt_at=next_at)
-        self._log("retry_scheduled", f"{name} attempt {attempts} failed: {error.message}", name)
+        self._log("retry_scheduled", f"{name} failure {failures}: {error.message}", name)
 
     def _reporter(self, journal: RunJournal, name: str):  # type: ignore[no-untyped-def]
         last_write = time.monotonic()

@@ -9,6 +9,8 @@ first), and the executor stops.
 
 from __future__ import annotations
 
+from typing import Any
+
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.errors import LeaseLost
@@ -26,7 +28,9 @@ class RunJournal:
         self.status = status
         self._bus = bus
 
-    async def record(self, *changes: Change) -> list[ProgressEvent]:
+    async def record(
+        self, *changes: Change, project_changes: dict[str, Any] | None = None
+    ) -> list[ProgressEvent]:
         """Commit ``changes`` in one transaction (renewing the lease), then publish them."""
         self.status, events = await commit_changes(
             self.status,
@@ -34,6 +38,9 @@ class RunJournal:
             guard=self.lease.fence(),
             lost=LeaseLost,
             bus=self._bus,
-            project_changes={"lease_expires_at": utcnow() + self.lease.ttl},
+            project_changes={
+                "lease_expires_at": utcnow() + self.lease.ttl,
+                **(project_changes or {}),
+            },
         )
         return events

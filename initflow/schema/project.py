@@ -35,8 +35,9 @@ class Project:
         )
 
     @strawberry.field
-    async def initialization(self) -> ProjectStatus:
-        return ProjectStatus.from_view(await load_status(self.row.id))
+    async def initialization(self, info: Info) -> ProjectStatus:
+        view = await load_status(self.row.id)
+        return ProjectStatus.from_view(view, info.context.services.settings.stall_after)
 
     @strawberry.field
     async def environments(self, info: Info) -> list[Environment]:

@@ -7,17 +7,20 @@ from collections.abc import AsyncGenerator
 import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 
+from initflow.resolvers.cancel_initialization import cancel_initialization
 from initflow.resolvers.create_project import create_project
 from initflow.resolvers.init_progress import init_progress
 from initflow.resolvers.project import project
 from initflow.resolvers.project_status import project_status
 from initflow.resolvers.projects import projects
+from initflow.resolvers.retry_initialization import retry_initialization
 from initflow.resolvers.templates import templates
 from initflow.resolvers.viewer import viewer
 from initflow.schema.errors import InitflowErrors
 from initflow.schema.project import Project
 from initflow.schema.types import (
     CreateProjectPayload,
+    InitializationPayload,
     InitProgressEvent,
     ProjectConnection,
     ProjectStatus,
@@ -44,6 +47,10 @@ class Query:
 @strawberry.type
 class Mutation:
     create_project: CreateProjectPayload = strawberry.mutation(resolver=create_project)
+    retry_initialization: InitializationPayload = strawberry.mutation(resolver=retry_initialization)
+    cancel_initialization: InitializationPayload = strawberry.mutation(
+        resolver=cancel_initialization
+    )
 
 
 @strawberry.type

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, cast
 
 import strawberry
@@ -41,10 +41,17 @@ class InitializationStep:
         description="Completed steps: completedAt - startedAt; a running step: time so far."
     )
     error: StepError | None
+    next_attempt_at: datetime | None = strawberry.field(
+        description="When a step that failed transiently will be tried again."
+    )
+    stalled_since: datetime | None = strawberry.field(
+        description="Set while a running step has reported no progress for too long."
+    )
 
     @classmethod
-    def from_view(cls, view: StepView) -> InitializationStep:
-        end = view.completed_at or (utcnow() if view.status is states.StepState.RUNNING else None)
+    def from_view(cls, view: StepView, stall_after: timedelta) -> InitializationStep:
+        now = utcnow()
+        end = view.completed_at or (now if view.status is states.StepState.RUNNING else None)
         duration = (
             int((end - view.started_at).total_seconds() * 1000)
             if view.started_at is not None and end is not None
@@ -67,6 +74,8 @@ class InitializationStep:
             completed_at=view.completed_at,
             duration_ms=duration,
             error=error,
+            next_attempt_at=view.next_attempt_at,
+            stalled_since=view.stalled_since(now, stall_after),
         )
 
 
@@ -82,14 +91,14 @@ class ProjectStatus:
     updated_at: datetime
 
     @classmethod
-    def from_view(cls, view: StatusView) -> ProjectStatus:
+    def from_view(cls, view: StatusView, stall_after: timedelta) -> ProjectStatus:
         current = view.current_step
         return cls(
             project_id=strawberry.ID(view.project_id),
             status=view.status,
             progress=view.progress,
-            steps=[InitializationStep.from_view(s) for s in view.steps],
-            current_step=InitializationStep.from_view(current) if current else None,
+            steps=[InitializationStep.from_view(s, stall_after) for s in view.steps],
+            current_step=InitializationStep.from_view(current, stall_after) if current else None,
             error=view.error,
             seq=view.seq,
             updated_at=view.updated_at,
@@ -105,14 +114,14 @@ class InitProgressEvent:
     status: ProjectStatus
 
     @classmethod
-    def from_event(cls, event: ProgressEvent) -> InitProgressEvent:
+    def from_event(cls, event: ProgressEvent, stall_after: timedelta) -> InitProgressEvent:
         step = event.status.step(event.step_name) if event.step_name else None
         return cls(
             seq=event.seq,
             type=event.type,
             at=event.at,
-            step=InitializationStep.from_view(step) if step else None,
-            status=ProjectStatus.from_view(event.status),
+            step=InitializationStep.from_view(step, stall_after) if step else None,
+            status=ProjectStatus.from_view(event.status, stall_after),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from initflow.bus import ProgressBus
+from initflow.services.initialization import InitializationService
 from initflow.services.progress import ProgressStream
 from initflow.services.projects import ProjectService
 from initflow.services.templates import TemplateCatalog
@@ -18,6 +19,7 @@ class Services:
     catalog: TemplateCatalog
     projects: ProjectService
     progress: ProgressStream
+    initialization: InitializationService
 
     @classmethod
     def build(cls, settings: Settings, bus: ProgressBus, catalog: TemplateCatalog) -> Services:
@@ -27,6 +29,7 @@ class Services:
             catalog=catalog,
             projects=ProjectService(catalog, bus),
             progress=ProgressStream(bus),
+            initialization=InitializationService(bus),
         )
 
     def clone_url(self, project_id: str) -> str:

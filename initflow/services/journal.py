@@ -37,6 +37,7 @@ _STEP_COLUMNS = (
     "completed_at",
     "error_code",
     "error_message",
+    "next_attempt_at",
 )
 
 
@@ -84,7 +85,9 @@ def apply_changes(
             new_state = change.step_fields.get("status")
             if new_state is not None:
                 check_step_transition(current.status, new_state)
-            status = status.with_step(current.changed(**change.step_fields))
+            status = status.with_step(
+                current.changed(**{"last_progress_at": now, **change.step_fields})
+            )
         if change.project_status is not None:
             check_project_transition(status.status, change.project_status)
             status = status.changed(status=change.project_status, error=change.error)

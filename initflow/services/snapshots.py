@@ -24,6 +24,8 @@ def step_view(row: InitializationStep) -> StepView:
         completed_at=row.completed_at,
         error_code=row.error_code,
         error_message=row.error_message,
+        last_progress_at=row.updated_at,
+        next_attempt_at=row.next_attempt_at,
     )
 
 

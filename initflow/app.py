@@ -15,6 +15,7 @@ from initflow.bus import ProgressBus
 from initflow.bus.memory import MemoryBus
 from initflow.bus.redis import RedisBus
 from initflow.db import Database, is_sqlite, open_database
+from initflow.metrics import Metrics
 from initflow.runner.registry import StepRegistry
 from initflow.runner.steps import default_registry
 from initflow.runner.worker import Runner
@@ -25,6 +26,7 @@ from initflow.settings import Settings
 from initflow.web.git_http import git_routes
 from initflow.web.graphql_view import InitflowGraphQLView
 from initflow.web.health import health_routes
+from initflow.web.metrics import metrics_routes
 
 DATABASE = web.AppKey("database", Database)
 BUS = web.AppKey("bus", ProgressBus)
@@ -54,7 +56,8 @@ def create_app(
     app = web.Application(client_max_size=64 * 1024)
     catalog = catalog_for(settings)
     bus = build_bus(settings)
-    services = Services.build(settings, bus, catalog)
+    metrics = Metrics()
+    services = Services.build(settings, bus, catalog, metrics)
     app[BUS] = bus
     app[SERVICES] = services
 
@@ -81,6 +84,7 @@ def create_app(
             bus=bus,
             registry=registry or default_registry(),
             catalog=catalog,
+            metrics=metrics,
         )
         app[RUNNER] = runner
         await runner.start()
@@ -90,5 +94,8 @@ def create_app(
     app.cleanup_ctx.extend([database_ctx, bus_ctx, runner_ctx])
     app.router.add_route("*", "/graphql", InitflowGraphQLView(services, schema=schema))
     app.router.add_routes(git_routes(settings.repositories_dir))
-    app.router.add_routes(health_routes(lambda: app[RUNNER].loop_alive if RUNNER in app else None))
+    app.router.add_routes(
+        health_routes(bus, lambda: app[RUNNER].loop_alive if RUNNER in app else None)
+    )
+    app.router.add_routes(metrics_routes(metrics, settings.stall_after))
     return app

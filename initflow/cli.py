@@ -17,6 +17,7 @@ from initflow.app import build_bus, catalog_for, create_app
 from initflow.db import apply_migrations, is_sqlite, open_database
 from initflow.errors import InitflowError
 from initflow.logs import configure_logging
+from initflow.metrics import Metrics
 from initflow.runner.steps import default_registry
 from initflow.runner.worker import Runner
 from initflow.services.auth import create_user, ensure_admin
@@ -62,6 +63,7 @@ async def _worker(settings: Settings, burst: bool) -> None:
         bus=bus,
         registry=default_registry(),
         catalog=catalog_for(settings),
+        metrics=Metrics(),
     )
     try:
         if burst:

@@ -38,5 +38,8 @@ class MemoryBus:
     async def start(self) -> None:
         return None
 
+    async def ping(self) -> bool:
+        return True
+
     async def close(self) -> None:
         self.fanout.clear()

@@ -189,6 +189,12 @@ class RedisBus:
             await asyncio.wait_for(self._work.wait(), timeout)
         self._work.clear()
 
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._redis.ping(), 2))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
     async def subscriber_channels(self) -> int:
         """How many progress channels this instance holds at Redis (for leak tests)."""
         return len(self.fanout.projects())

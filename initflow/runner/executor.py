@@ -14,19 +14,22 @@ import random
 import time
 from datetime import timedelta
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import DBConnectionError, OperationalError
 
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.errors import InitflowError, LeaseLost, PermanentStepError, TransientStepError
 from initflow.events import EventType
-from initflow.models import Project
+from initflow.metrics import Metrics
+from initflow.models import AuditEntry, Project
 from initflow.runner.faults import CrashPoints
 from initflow.runner.journal import Change, RunJournal
 from initflow.runner.leases import Lease, fenced_transaction, release, renew
 from initflow.runner.registry import ProjectFacts, StepContext, StepRegistry, StepResult
 from initflow.services.snapshots import load_status
 from initflow.services.templates import TemplateCatalog
+from initflow.services.webhooks import record_delivery
 from initflow.settings import Settings
 from initflow.states import ProjectState, StepState
 from initflow.status import StepView
@@ -54,6 +57,7 @@ class Executor:
         catalog: TemplateCatalog,
         bus: ProgressBus,
         crash_points: CrashPoints,
+        metrics: Metrics,
     ) -> None:
         self.lease = lease
         self._registry = registry
@@ -61,6 +65,7 @@ class Executor:
         self._catalog = catalog
         self._bus = bus
         self._crash = crash_points
+        self._metrics = metrics
         self._lease_lost = False
         self._failed_attempts = 0
 
@@ -126,7 +131,13 @@ class Executor:
             created_at=project.created_at,
         )
         if self.lease.taken_over_from:
+            self._metrics.takeovers.inc()
             self._log("takeover", f"took over from {self.lease.taken_over_from}")
+        elif self.lease.resumed_own and any(
+            s.status is not StepState.PENDING for s in status.steps
+        ):
+            self._metrics.recoveries.inc()
+            self._log("recovered", "resumed a run this instance held before it stopped")
         pending = [s for s in status.steps if not s.status.is_done]
         if not pending:
             await journal.record(_completed_change())
@@ -142,11 +153,19 @@ class Executor:
             changes.append(self._start(journal, following) if following else _completed_change())
             await journal.record(*changes, project_changes={"run_attempts": 0})
             self._failed_attempts = 0
+            self._observe_duration(journal, step.name)
             self._log("step_done", f"{step.name}: {result.message}", step.name)
             self._crash.reached(step.name, "completed")
             if following:
                 self._crash.reached(following.name, "started")
+        self._metrics.runs_completed.inc()
         self._log("completed", "initialization completed")
+
+    def _observe_duration(self, journal: RunJournal, name: str) -> None:
+        step = journal.status.step(name)
+        if step.started_at is not None and step.completed_at is not None:
+            seconds = (step.completed_at - step.started_at).total_seconds()
+            self._metrics.step_duration.labels(step=name).observe(seconds)
 
     def _start(self, journal: RunJournal, step: StepView) -> Change:
         current = journal.status.step(step.name)
@@ -210,7 +229,7 @@ class Executor:
         except InitflowError as exc:
             await self._fail(journal, name, PermanentStepError(exc.message, code=exc.code))
         except TRANSIENT_ERRORS as exc:
-            log.warning("step %s: transient error %r", name, exc, extra={"action": "transient"})
+            self._log("transient_error", f"{name}: {exc!r}", name, logging.WARNING)
             await self._retry_or_fail(
                 journal,
                 name,
@@ -220,7 +239,7 @@ class Executor:
                 ),
             )
         except Exception as exc:
-            log.exception("step %s of %s raised unexpectedly", name, self.lease.project_id)
+            self._log("step_crashed", f"{name} raised unexpectedly", name, logging.ERROR, exc)
             transient = TransientStepError(
                 f"Unexpected error in step '{name}' ({type(exc).__name__}); see server logs",
                 code="INTERNAL_ERROR",
@@ -230,6 +249,20 @@ class Executor:
 
     async def _fail(self, journal: RunJournal, name: str, error: InitflowError) -> None:
         title = journal.status.step(name).title
+        project_id = self.lease.project_id
+        settings = self._settings
+
+        async def record_failure(connection: BaseDBAsyncClient) -> None:
+            await AuditEntry.create(
+                project_id=project_id,
+                actor="initflow",
+                action="project.failed",
+                details={"step": name, "code": error.code},
+                created_at=utcnow(),
+                using_db=connection,
+            )
+            await record_delivery(settings, project_id, "initialization.failed", connection)
+
         await journal.record(
             Change(
                 EventType.STEP_FAILED,
@@ -246,7 +279,9 @@ class Executor:
                 project_status=ProjectState.FAILED,
                 error=f"{title} failed: {error.message}",
             ),
+            effects=record_failure,
         )
+        self._metrics.step_failures.labels(step=name, code=error.code).inc()
         self._log("failed", f"{name} failed: {error.code}: {error.message}", name)
 
     async def _retry_or_fail(
@@ -276,6 +311,7 @@ class Executor:
                 "lease_expires_at": None,
             },
         )
+        self._metrics.step_retries.labels(step=name).inc()
         self._log("retry_scheduled", f"{name} failure {failures}: {error.message}", name)
 
     def _reporter(self, journal: RunJournal, name: str):  # type: ignore[no-untyped-def]
@@ -303,9 +339,18 @@ class Executor:
 
         return report
 
-    def _log(self, action: str, message: str, step: str | None = None) -> None:
-        log.info(
+    def _log(
+        self,
+        action: str,
+        message: str,
+        step: str | None = None,
+        level: int = logging.INFO,
+        exc: BaseException | None = None,
+    ) -> None:
+        log.log(
+            level,
             message,
+            exc_info=exc,
             extra={"action": action, "project_id": str(self.lease.project_id), "step": step},
         )
 

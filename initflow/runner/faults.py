@@ -20,5 +20,10 @@ class CrashPoints:
 
     def reached(self, step: str, point: str) -> None:
         if self._spec is not None and self._spec == f"{step}:{point}":
-            log.warning("crash point %s:%s reached: killing this process", step, point)
+            log.warning(
+                "crash point %s:%s reached: killing this process",
+                step,
+                point,
+                extra={"action": "crash_point", "step": step},
+            )
             os.kill(os.getpid(), signal.SIGKILL)

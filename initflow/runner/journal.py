@@ -16,7 +16,7 @@ from initflow.clock import utcnow
 from initflow.errors import LeaseLost
 from initflow.events import ProgressEvent
 from initflow.runner.leases import Lease
-from initflow.services.journal import Change, commit_changes
+from initflow.services.journal import Change, Effects, commit_changes
 from initflow.status import StatusView
 
 __all__ = ["Change", "RunJournal"]
@@ -29,7 +29,10 @@ class RunJournal:
         self._bus = bus
 
     async def record(
-        self, *changes: Change, project_changes: dict[str, Any] | None = None
+        self,
+        *changes: Change,
+        project_changes: dict[str, Any] | None = None,
+        effects: Effects | None = None,
     ) -> list[ProgressEvent]:
         """Commit ``changes`` in one transaction (renewing the lease), then publish them."""
         self.status, events = await commit_changes(
@@ -42,5 +45,6 @@ class RunJournal:
                 "lease_expires_at": utcnow() + self.lease.ttl,
                 **(project_changes or {}),
             },
+            effects=effects,
         )
         return events

@@ -38,6 +38,7 @@ class Lease:
     token: int
     ttl: timedelta
     taken_over_from: str | None = None
+    resumed_own: bool = False
 
     def fence(self) -> Q:
         return Q(id=self.project_id, lease_token=self.token, lease_owner=self.owner)
@@ -81,6 +82,7 @@ def _lease(row: dict[str, Any], owner: str, ttl: timedelta, token: int) -> Lease
         token=token,
         ttl=ttl,
         taken_over_from=previous if previous not in (None, owner) else None,
+        resumed_own=previous == owner,
     )
 
 

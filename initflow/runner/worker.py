@@ -19,6 +19,7 @@ from uuid import UUID
 import aiohttp
 
 from initflow.bus import ProgressBus
+from initflow.metrics import Metrics
 from initflow.runner.executor import Executor
 from initflow.runner.faults import CrashPoints
 from initflow.runner.leases import claim_next
@@ -41,8 +42,10 @@ class Runner:
         bus: ProgressBus,
         registry: StepRegistry,
         catalog: TemplateCatalog,
+        metrics: Metrics,
     ) -> None:
         self.instance_id = instance_id
+        self.metrics = metrics
         self._settings = settings
         self._bus = bus
         self._registry = registry
@@ -79,12 +82,13 @@ class Runner:
 
     async def _loop(self) -> None:
         self.loop_alive = True
+        self.metrics.runner_loop_alive.set(1)
         try:
             while True:
                 try:
                     claimed = await self._claim_and_start()
                     if self._http is not None:
-                        await deliver_pending(self._http)
+                        await deliver_pending(self._http, self.metrics)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -94,6 +98,7 @@ class Runner:
                     await self._bus.wait_for_work(self._settings.poll_interval_seconds)
         finally:
             self.loop_alive = False
+            self.metrics.runner_loop_alive.set(0)
 
     async def _claim_and_start(self) -> bool:
         """Fill free slots with claimed runs; True if anything was claimed."""
@@ -110,6 +115,7 @@ class Runner:
                 catalog=self._catalog,
                 bus=self._bus,
                 crash_points=self._crash_points,
+                metrics=self.metrics,
             )
             task = asyncio.create_task(executor.run(), name=f"initflow-run-{lease.project_id}")
             self._running[lease.project_id] = task

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from initflow.bus import ProgressBus
+from initflow.metrics import Metrics
 from initflow.services.initialization import InitializationService
 from initflow.services.progress import ProgressStream
 from initflow.services.projects import ProjectService
@@ -20,16 +21,20 @@ class Services:
     projects: ProjectService
     progress: ProgressStream
     initialization: InitializationService
+    metrics: Metrics
 
     @classmethod
-    def build(cls, settings: Settings, bus: ProgressBus, catalog: TemplateCatalog) -> Services:
+    def build(
+        cls, settings: Settings, bus: ProgressBus, catalog: TemplateCatalog, metrics: Metrics
+    ) -> Services:
         return cls(
             settings=settings,
             bus=bus,
             catalog=catalog,
             projects=ProjectService(catalog, bus),
-            progress=ProgressStream(bus),
+            progress=ProgressStream(bus, metrics),
             initialization=InitializationService(bus),
+            metrics=metrics,
         )
 
     def clone_url(self, project_id: str) -> str:

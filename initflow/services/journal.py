@@ -11,7 +11,7 @@ after the commit, so nobody hears of a change the database lacks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,9 @@ _STEP_COLUMNS = (
     "error_message",
     "next_attempt_at",
 )
+
+
+Effects = Callable[[BaseDBAsyncClient], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,13 @@ async def commit_changes(
     lost: Callable[[], Exception],
     bus: ProgressBus,
     project_changes: dict[str, Any] | None = None,
+    effects: Effects | None = None,
 ) -> tuple[StatusView, list[ProgressEvent]]:
-    """Commit ``changes`` atomically, then publish their events; returns the new status."""
+    """Commit ``changes`` atomically, then publish their events; returns the new status.
+
+    ``effects`` writes rows that belong to the same change (an audit entry, a
+    notification) inside the same transaction.
+    """
     after, events = apply_changes(before, changes)
     project_id = UUID(before.project_id)
     columns: dict[str, Any] = {
@@ -137,6 +145,8 @@ async def commit_changes(
             ],
             using_db=connection,
         )
+        if effects is not None:
+            await effects(connection)
     for event in events:
         await bus.publish(event)
     return after, events

@@ -10,12 +10,14 @@ stream is complete even though the bus is at-most-once.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from uuid import UUID
 
 from initflow.bus import BusSubscription, ProgressBus
 from initflow.clock import utcnow
 from initflow.errors import InvalidInput, NotFound
 from initflow.events import EventType, ProgressEvent
+from initflow.metrics import Metrics
 from initflow.models import ProgressEventRecord, Project
 from initflow.services.snapshots import load_status
 
@@ -33,8 +35,14 @@ async def read_events(project_id: UUID, after: int) -> list[ProgressEvent]:
 
 
 class ProgressStream:
-    def __init__(self, bus: ProgressBus, recheck_seconds: float = RECHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        bus: ProgressBus,
+        metrics: Metrics | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self._bus = bus
+        self._metrics = metrics
         self._recheck = recheck_seconds
 
     async def events(
@@ -49,6 +57,20 @@ class ProgressStream:
                 f"afterSeq must be between 0 and the project's last seq ({project.last_seq}).",
                 "INVALID_VALUE",
             )
+        if self._metrics is not None:
+            self._metrics.active_subscriptions.inc()
+        try:
+            async with aclosing(self._stream(project, after_seq)) as stream:
+                async for event in stream:
+                    yield event
+        finally:
+            if self._metrics is not None:
+                self._metrics.active_subscriptions.dec()
+
+    async def _stream(
+        self, project: Project, after_seq: int | None
+    ) -> AsyncGenerator[ProgressEvent, None]:
+        project_id = project.id
         async with self._bus.subscribe(str(project_id)) as live:
             if after_seq is None:
                 status = await load_status(project_id)
@@ -78,6 +100,10 @@ class ProgressStream:
                         if event.type.is_terminal:
                             return
                 if pending is not None and pending.seq == last + 1:
+                    if self._metrics is not None:
+                        self._metrics.event_latency.observe(
+                            max(0.0, (utcnow() - pending.at).total_seconds())
+                        )
                     yield pending
                     last = pending.seq
                     if pending.type.is_terminal:

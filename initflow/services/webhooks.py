@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 
 from initflow.clock import utcnow
+from initflow.metrics import Metrics
 from initflow.models import Project, WebhookDelivery
 from initflow.settings import Settings
 
@@ -48,7 +49,9 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(300, 2**attempts))
 
 
-async def deliver_pending(session: aiohttp.ClientSession, limit: int = 20) -> int:
+async def deliver_pending(
+    session: aiohttp.ClientSession, metrics: Metrics | None = None, limit: int = 20
+) -> int:
     """Send due deliveries once each; returns how many were delivered."""
     now = utcnow()
     due = await WebhookDelivery.filter(
@@ -75,9 +78,16 @@ async def deliver_pending(session: aiohttp.ClientSession, limit: int = 20) -> in
         except (aiohttp.ClientError, TimeoutError) as exc:
             delivery.last_error = f"{type(exc).__name__}: {exc}"[:500]
             delivery.next_attempt_at = utcnow() + backoff(delivery.attempts)
+            if metrics is not None:
+                metrics.webhook_failures.inc()
             if delivery.attempts >= MAX_ATTEMPTS:
                 delivery.status = "failed"
-            log.warning("webhook delivery %s failed: %s", delivery.idempotency_key, exc)
+            log.warning(
+                "webhook delivery %s failed: %s",
+                delivery.idempotency_key,
+                exc,
+                extra={"action": "webhook_failed", "project_id": str(project.id)},
+            )
         else:
             delivery.status = "delivered"
             delivery.delivered_at = utcnow()

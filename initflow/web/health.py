@@ -7,10 +7,11 @@ from collections.abc import Callable
 from aiohttp import web
 from tortoise.exceptions import BaseORMException
 
+from initflow.bus import ProgressBus
 from initflow.models import User
 
 
-def health_routes(runner_alive: Callable[[], bool | None]) -> list[web.RouteDef]:
+def health_routes(bus: ProgressBus, runner_alive: Callable[[], bool | None]) -> list[web.RouteDef]:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -21,6 +22,7 @@ def health_routes(runner_alive: Callable[[], bool | None]) -> list[web.RouteDef]
             checks["database"] = "ok"
         except (BaseORMException, OSError) as exc:
             checks["database"] = f"error: {type(exc).__name__}"
+        checks["bus"] = "ok" if await bus.ping() else "error: unreachable"
         alive = runner_alive()
         if alive is not None:
             checks["runner"] = "ok" if alive else "error: claim loop not running"

@@ -10,6 +10,7 @@ from uuid import UUID
 from initflow.app import build_bus, catalog_for
 from initflow.bus import ProgressBus
 from initflow.db import Database, open_database
+from initflow.metrics import Metrics
 from initflow.models import User
 from initflow.runner.registry import StepRegistry
 from initflow.runner.steps import default_registry
@@ -34,6 +35,7 @@ class World:
             bus=self.bus,
             registry=registry or default_registry(),
             catalog=catalog_for(self.settings),
+            metrics=Metrics(),
         )
 
     async def create(self, name: str, **fields: object) -> UUID:

@@ -19,10 +19,11 @@ from initflow.metrics import Metrics
 from initflow.runner.registry import StepRegistry
 from initflow.runner.steps import default_registry
 from initflow.runner.worker import Runner
-from initflow.schema.root import schema
+from initflow.schema.root import build_schema
 from initflow.services.container import Services
 from initflow.services.templates import TemplateCatalog
 from initflow.settings import Settings
+from initflow.web.dashboard import dashboard_routes
 from initflow.web.git_http import git_routes
 from initflow.web.graphql_view import InitflowGraphQLView
 from initflow.web.health import health_routes
@@ -92,10 +93,15 @@ def create_app(
         await runner.stop()
 
     app.cleanup_ctx.extend([database_ctx, bus_ctx, runner_ctx])
-    app.router.add_route("*", "/graphql", InitflowGraphQLView(services, schema=schema))
+    app.router.add_route(
+        "*",
+        "/graphql",
+        InitflowGraphQLView(services, schema=build_schema(introspection=settings.introspection)),
+    )
     app.router.add_routes(git_routes(settings.repositories_dir))
     app.router.add_routes(
         health_routes(bus, lambda: app[RUNNER].loop_alive if RUNNER in app else None)
     )
     app.router.add_routes(metrics_routes(metrics, settings.stall_after))
+    app.router.add_routes(dashboard_routes())
     return app

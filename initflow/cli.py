@@ -31,6 +31,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["host"] = args.host
     if getattr(args, "port", None):
         overrides["port"] = args.port
+    if getattr(args, "no_runner", False):
+        overrides["run_runner"] = False
     return settings.with_overrides(**overrides) if overrides else settings
 
 
@@ -123,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="API, dashboard and runner in one process")
     serve.add_argument("--host", help="bind address (INITFLOW_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (INITFLOW_PORT, default 8000)")
+    serve.add_argument(
+        "--no-runner",
+        action="store_true",
+        help="serve the API only; leave execution to workers (INITFLOW_RUNNER=0)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = commands.add_parser("worker", help="runner only (no HTTP)")

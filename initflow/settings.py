@@ -35,6 +35,17 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment.
@@ -57,6 +68,13 @@ class Settings:
     step_timeout_seconds: float = 300.0
     stall_after_seconds: float = 60.0
     allowed_origins: tuple[str, ...] = ()
+    introspection: bool = True
+    graphql_ide: bool = True
+    ws_heartbeat_seconds: float = 30.0
+    ws_init_timeout_seconds: float = 10.0
+    ws_connections_per_user: int = 20
+    create_rate_per_minute: float = 120.0
+    create_burst: int = 30
     webhook_url: str | None = None
     run_runner: bool = True
     crash_at: str | None = None
@@ -89,8 +107,16 @@ class Settings:
             step_timeout_seconds=_float(env, "INITFLOW_STEP_TIMEOUT_SECONDS", 300.0),
             stall_after_seconds=_float(env, "INITFLOW_STALL_AFTER_SECONDS", 60.0),
             allowed_origins=origins,
+            introspection=_flag(env, "INITFLOW_INTROSPECTION", True),
+            graphql_ide=_flag(env, "INITFLOW_GRAPHQL_IDE", True),
+            ws_heartbeat_seconds=_float(env, "INITFLOW_WS_HEARTBEAT_SECONDS", 30.0),
+            ws_init_timeout_seconds=_float(env, "INITFLOW_WS_INIT_TIMEOUT_SECONDS", 10.0),
+            ws_connections_per_user=_int(env, "INITFLOW_WS_CONNECTIONS_PER_USER", 20),
+            create_rate_per_minute=_float(env, "INITFLOW_CREATE_RATE_PER_MINUTE", 120.0),
+            create_burst=_int(env, "INITFLOW_CREATE_BURST", 30),
             webhook_url=env.get("INITFLOW_WEBHOOK_URL") or None,
             crash_at=env.get("INITFLOW_CRASH_AT") or None,
+            run_runner=_flag(env, "INITFLOW_RUNNER", True),
             extra_template_dirs=template_dirs,
         )
 

@@ -9,6 +9,7 @@ from initflow.metrics import Metrics
 from initflow.services.initialization import InitializationService
 from initflow.services.progress import ProgressStream
 from initflow.services.projects import ProjectService
+from initflow.services.rate_limits import RateLimiter
 from initflow.services.templates import TemplateCatalog
 from initflow.settings import Settings
 
@@ -31,7 +32,9 @@ class Services:
             settings=settings,
             bus=bus,
             catalog=catalog,
-            projects=ProjectService(catalog, bus),
+            projects=ProjectService(
+                catalog, bus, RateLimiter(settings.create_rate_per_minute, settings.create_burst)
+            ),
             progress=ProgressStream(bus, metrics),
             initialization=InitializationService(bus),
             metrics=metrics,

@@ -33,6 +33,7 @@ from initflow.services.input_rules import (
     check_idempotency_key,
     check_project_name,
 )
+from initflow.services.rate_limits import RateLimiter
 from initflow.services.templates import TemplateCatalog, validate_parameters
 from initflow.states import ProjectState
 from initflow.step_plan import STEP_PLAN
@@ -65,9 +66,12 @@ def parse_project_id(raw: str) -> UUID:
 
 
 class ProjectService:
-    def __init__(self, catalog: TemplateCatalog, bus: ProgressBus) -> None:
+    def __init__(
+        self, catalog: TemplateCatalog, bus: ProgressBus, limiter: RateLimiter | None = None
+    ) -> None:
         self._catalog = catalog
         self._bus = bus
+        self._limiter = limiter
 
     def _validate(self, request: CreateProjectRequest) -> dict[str, Any]:
         problems: list[Problem] = []
@@ -106,7 +110,9 @@ class ProjectService:
         if key is not None:
             existing = await Project.filter(owner_id=owner.id, idempotency_key=key).first()
             if existing is not None:
-                return existing
+                return _same_request(existing, values)
+        if self._limiter is not None:
+            self._limiter.take(str(owner.id), ["input"])
         try:
             project = await self._insert(owner, values)
         except (IntegrityError, InvalidInput) as exc:
@@ -114,7 +120,7 @@ class ProjectService:
             if key is not None:
                 existing = await Project.filter(owner_id=owner.id, idempotency_key=key).first()
                 if existing is not None:
-                    return existing
+                    return _same_request(existing, values)
             if isinstance(exc, InvalidInput):
                 raise
             raise _name_taken(values["name"]) from None
@@ -189,6 +195,23 @@ class ProjectService:
 
     async def repository(self, project: Project) -> Repository | None:
         return await Repository.filter(project_id=project.id).first()
+
+
+def _same_request(existing: Project, values: dict[str, Any]) -> Project:
+    """An idempotency key names one request; reusing it for another is a mistake."""
+    same = (
+        existing.name == values["name"]
+        and existing.template == values["template"]
+        and existing.parameters == values["parameters"]
+        and list(existing.environment_names) == values["environment_names"]
+    )
+    if not same:
+        raise InvalidInput.one(
+            ["idempotencyKey"],
+            "This idempotency key was already used for a different project request.",
+            "IDEMPOTENCY_KEY_REUSED",
+        )
+    return existing
 
 
 def _name_taken(name: str) -> InvalidInput:

@@ -21,7 +21,9 @@ from initflow.schema.context import Context
 from initflow.services.auth import authenticate, parse_authorization
 from initflow.services.container import Services
 
-CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
+MAX_FRAME_BYTES = 64 * 1024
+SUBSCRIPTIONS_PER_CONNECTION = 20
+CONTEXT_KEY = web.RequestKey("initflow_context", Context)
 
 
 def _authorization_param(params: Any) -> str | None:
@@ -39,17 +41,47 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
         origins = settings.allowed_origins or (settings.base_url,)
         super().__init__(
             kwargs.pop("schema"),
-            connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
             allowed_origins=origins,
-            max_subscriptions_per_connection=20,
+            max_subscriptions_per_connection=SUBSCRIPTIONS_PER_CONNECTION,
             **kwargs,
         )
         self.services = services
+        self._connections: dict[str, int] = {}
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().__call__(request)
+        finally:
+            context = request.get(CONTEXT_KEY)
+            if context is not None and context.extra.get("connection_counted"):
+                self._release_connection(str(context.require_user().id))
+
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        """Server pings (a dead peer is dropped), 64 KiB frames, no compression."""
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else [],
+            heartbeat=self.services.settings.ws_heartbeat_seconds,
+            max_msg_size=MAX_FRAME_BYTES,
+            compress=False,
+        )
+        await ws.prepare(request)
+        return ws
+
+    def _release_connection(self, user_id: str) -> None:
+        remaining = self._connections.get(user_id, 1) - 1
+        if remaining > 0:
+            self._connections[user_id] = remaining
+        else:
+            self._connections.pop(user_id, None)
 
     async def get_context(
         self, request: web.Request, response: web.Response | web.WebSocketResponse
     ) -> Context:
         context = Context(services=self.services, request=request, response=response)
+        request[CONTEXT_KEY] = context
         token = parse_authorization(request.headers.get("Authorization"))
         if token is not None:
             try:
@@ -68,4 +100,9 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
                 raise ConnectionRejectionError({"message": exc.message}) from exc
         if context.user is None:
             raise ConnectionRejectionError({"message": Unauthenticated().message})
+        user_id = str(context.user.id)
+        if self._connections.get(user_id, 0) >= self.services.settings.ws_connections_per_user:
+            raise ConnectionRejectionError({"message": "Too many open connections for this user."})
+        self._connections[user_id] = self._connections.get(user_id, 0) + 1
+        context.extra["connection_counted"] = True
         return await super().on_ws_connect(context)

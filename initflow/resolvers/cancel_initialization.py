@@ -2,21 +2,13 @@ from __future__ import annotations
 
 import strawberry
 
-from initflow.errors import InvalidInput
-from initflow.resolvers.user_errors import user_errors
+from initflow.resolvers.initialization_payload import initialization_payload
 from initflow.schema.context import Info
-from initflow.schema.types import InitializationPayload, ProjectStatus
-from initflow.services.projects import parse_project_id
+from initflow.schema.types import InitializationPayload
 
 
 async def cancel_initialization(info: Info, project_id: strawberry.ID) -> InitializationPayload:
     """Stop a running initialization (between or inside steps); what was created stays."""
-    user = info.context.require_user()
-    services = info.context.services
-    try:
-        view = await services.initialization.cancel(user, parse_project_id(project_id))
-    except InvalidInput as exc:
-        return InitializationPayload(status=None, user_errors=user_errors(exc))
-    return InitializationPayload(
-        status=ProjectStatus.from_view(view, services.settings.stall_after), user_errors=[]
+    return await initialization_payload(
+        info, project_id, info.context.services.initialization.cancel
     )

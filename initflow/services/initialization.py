@@ -8,6 +8,9 @@ stops (cooperatively, also inside a step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from tortoise.expressions import Q
@@ -31,6 +34,46 @@ class _Raced(InitflowError):
     code = "CONFLICT"
 
 
+@dataclass(frozen=True)
+class _Action:
+    """What an action does to a status it may act on, and the state it requires."""
+
+    audit: str
+    expects: tuple[ProjectState, ...]
+    change: Callable[[StatusView], Change]
+    project_changes: dict[str, Any]
+
+
+def _retry_change(status: StatusView) -> Change:
+    failed = next((s for s in status.steps if s.status is StepState.FAILED), None)
+    reset = {"status": StepState.PENDING, "message": "Retry requested", "error_code": None}
+    return Change(
+        EventType.INITIALIZATION_RETRIED,
+        failed.name if failed else None,
+        {**reset, "error_message": None} if failed else {},
+        project_status=ProjectState.INITIALIZING,
+    )
+
+
+def _cancel_change(status: StatusView) -> Change:
+    running = next((s for s in status.steps if s.status is StepState.RUNNING), None)
+    return Change(
+        EventType.INITIALIZATION_CANCELED,
+        running.name if running else None,
+        {"status": StepState.PENDING, "message": "Canceled"} if running else {},
+        project_status=ProjectState.CANCELED,
+    )
+
+
+RETRY = _Action(
+    "project.retry_requested",
+    (ProjectState.FAILED, ProjectState.CANCELED),
+    _retry_change,
+    {"run_attempts": 0},
+)
+CANCEL = _Action("project.canceled", (ProjectState.INITIALIZING,), _cancel_change, {})
+
+
 class InitializationService:
     def __init__(self, bus: ProgressBus) -> None:
         self._bus = bus
@@ -41,8 +84,8 @@ class InitializationService:
         A retry of a run that is already initializing (a double click) changes
         nothing and returns its status.
         """
-        for _ in range(RACE_ATTEMPTS):
-            status = await load_status(project_id, owner_id=user.id)
+
+        def refuse(status: StatusView) -> StatusView | None:
             if status.status is ProjectState.INITIALIZING:
                 return status
             if status.status is ProjectState.ACTIVE:
@@ -51,40 +94,16 @@ class InitializationService:
                     "The project is already active; there is nothing to retry.",
                     "NOT_RETRYABLE",
                 )
-            failed = next((s for s in status.steps if s.status is StepState.FAILED), None)
-            change = Change(
-                EventType.INITIALIZATION_RETRIED,
-                failed.name if failed else None,
-                {
-                    "status": StepState.PENDING,
-                    "message": "Retry requested",
-                    "error_code": None,
-                    "error_message": None,
-                }
-                if failed
-                else {},
-                project_status=ProjectState.INITIALIZING,
-            )
-            try:
-                after, _ = await commit_changes(
-                    status,
-                    (change,),
-                    guard=Q(id=project_id, status__in=[ProjectState.FAILED, ProjectState.CANCELED]),
-                    lost=_Raced,
-                    bus=self._bus,
-                    project_changes={"run_attempts": 0},
-                )
-            except _Raced:
-                continue
-            await _audit(user, project_id, "project.retry_requested", status.status)
-            await self._bus.wake_runners()
-            return after
-        raise _Raced("The project kept changing; try again.")
+            return None
+
+        after = await self._act(user, project_id, RETRY, refuse)
+        await self._bus.wake_runners()
+        return after
 
     async def cancel(self, user: User, project_id: UUID) -> StatusView:
         """Stop a running initialization; what was created stays."""
-        for _ in range(RACE_ATTEMPTS):
-            status = await load_status(project_id, owner_id=user.id)
+
+        def refuse(status: StatusView) -> StatusView | None:
             if status.status.is_terminal:
                 raise InvalidInput.one(
                     ["projectId"],
@@ -92,34 +111,40 @@ class InitializationService:
                     "only a running initialization can be canceled.",
                     "NOT_CANCELABLE",
                 )
-            running = next((s for s in status.steps if s.status is StepState.RUNNING), None)
-            change = Change(
-                EventType.INITIALIZATION_CANCELED,
-                running.name if running else None,
-                {"status": StepState.PENDING, "message": "Canceled"} if running else {},
-                project_status=ProjectState.CANCELED,
-                error=None,
-            )
+            return None
+
+        return await self._act(user, project_id, CANCEL, refuse)
+
+    async def _act(
+        self,
+        user: User,
+        project_id: UUID,
+        action: _Action,
+        refuse: Callable[[StatusView], StatusView | None],
+    ) -> StatusView:
+        """Read, check, commit guarded by the expected state; read again after a race."""
+        for _ in range(RACE_ATTEMPTS):
+            status = await load_status(project_id, owner_id=user.id)
+            unchanged = refuse(status)
+            if unchanged is not None:
+                return unchanged
             try:
                 after, _ = await commit_changes(
                     status,
-                    (change,),
-                    guard=Q(id=project_id, status=ProjectState.INITIALIZING),
+                    (action.change(status),),
+                    guard=Q(id=project_id, status__in=list(action.expects)),
                     lost=_Raced,
                     bus=self._bus,
+                    project_changes=action.project_changes,
                 )
             except _Raced:
                 continue
-            await _audit(user, project_id, "project.canceled", status.status)
+            await AuditEntry.create(
+                project_id=project_id,
+                actor=user.name,
+                action=action.audit,
+                details={"previous_status": status.status.value},
+                created_at=utcnow(),
+            )
             return after
         raise _Raced("The project kept changing; try again.")
-
-
-async def _audit(user: User, project_id: UUID, action: str, previous: ProjectState) -> None:
-    await AuditEntry.create(
-        project_id=project_id,
-        actor=user.name,
-        action=action,
-        details={"previous_status": previous.value},
-        created_at=utcnow(),
-    )

@@ -25,6 +25,7 @@ from initflow.services.templates import TemplateCatalog
 from initflow.settings import Settings
 from initflow.web.dashboard import dashboard_routes
 from initflow.web.git_http import git_routes
+from initflow.web.graphiql import setup_playground
 from initflow.web.graphql_view import InitflowGraphQLView
 from initflow.web.health import health_routes
 from initflow.web.metrics import metrics_routes
@@ -98,6 +99,7 @@ def create_app(
         "/graphql",
         InitflowGraphQLView(services, schema=build_schema(introspection=settings.introspection)),
     )
+    setup_playground(app, settings.data_dir, enabled=settings.graphql_ide)
     app.router.add_routes(git_routes(settings.repositories_dir))
     app.router.add_routes(
         health_routes(bus, lambda: app[RUNNER].loop_alive if RUNNER in app else None)

@@ -10,18 +10,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from initflow import __version__
-from initflow.app import build_bus, catalog_for, create_app
-from initflow.db import apply_migrations, is_sqlite, open_database
 from initflow.errors import InitflowError
 from initflow.logs import configure_logging
-from initflow.metrics import Metrics
-from initflow.runner.steps import default_registry
-from initflow.runner.worker import Runner
-from initflow.services.auth import create_user, ensure_admin
 from initflow.settings import Settings
+
+# Server-side modules (Strawberry, Tortoise, aiohttp's server) are imported inside the
+# commands that need them, so the client commands (`create`, `watch`) start fast.
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -37,6 +32,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from initflow.app import create_app
+    from initflow.services.auth import ensure_admin
+
     settings = _settings(args)
     app = create_app(settings)
 
@@ -55,6 +55,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, burst: bool) -> None:
+    from initflow.app import build_bus, catalog_for
+    from initflow.db import is_sqlite, open_database
+    from initflow.metrics import Metrics
+    from initflow.runner.steps import default_registry
+    from initflow.runner.worker import Runner
+
     url = settings.effective_database_url
     database = await open_database(url, migrate=is_sqlite(url))
     bus = build_bus(settings)
@@ -90,6 +96,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from initflow.db import apply_migrations
+
     settings = _settings(args)
     asyncio.run(apply_migrations(settings.effective_database_url))
     print("migrations applied", flush=True)
@@ -97,6 +105,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 async def _create_user(settings: Settings, name: str, admin: bool) -> str:
+    from initflow.db import is_sqlite, open_database
+    from initflow.services.auth import create_user
+
     url = settings.effective_database_url
     database = await open_database(url, migrate=is_sqlite(url))
     try:
@@ -150,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from initflow.client.commands import add_client_commands
 
     add_client_commands(commands)
+
+    from initflow.assets import add_graphiql_commands
+
+    add_graphiql_commands(commands)
     return parser
 
 

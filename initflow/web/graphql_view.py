@@ -20,6 +20,7 @@ from initflow.errors import Unauthenticated
 from initflow.schema.context import Context
 from initflow.services.auth import authenticate, parse_authorization
 from initflow.services.container import Services
+from initflow.web.graphiql import render_graphql_ide
 
 MAX_FRAME_BYTES = 64 * 1024
 SUBSCRIPTIONS_PER_CONNECTION = 20
@@ -48,6 +49,10 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
         )
         self.services = services
         self._connections: dict[str, int] = {}
+
+    async def render_graphql_ide(self, request: web.Request) -> web.Response:
+        """The playground with its assets served locally (see ``initflow.web.graphiql``)."""
+        return await render_graphql_ide(request)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:

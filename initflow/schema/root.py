@@ -6,13 +6,16 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
 )
+from strawberry.types import ExecutionContext
 
+from initflow.errors import InitflowError
 from initflow.resolvers.cancel_initialization import cancel_initialization
 from initflow.resolvers.create_project import create_project
 from initflow.resolvers.init_progress import init_progress
@@ -66,6 +69,20 @@ class Subscription:
     )
 
 
+class InitflowSchema(strawberry.Schema):
+    """Logs only errors nobody expected; a bad token or a missing project is not news."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        unexpected = [
+            e
+            for e in errors
+            if e.original_error is not None and not isinstance(e.original_error, InitflowError)
+        ]
+        super().process_errors(unexpected, execution_context)
+
+
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     """The schema with its limits; production turns introspection off."""
     extensions: list[Any] = [
@@ -76,7 +93,7 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return InitflowSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )
 

@@ -46,7 +46,13 @@ class _Action:
 
 def _retry_change(status: StatusView) -> Change:
     failed = next((s for s in status.steps if s.status is StepState.FAILED), None)
-    reset = {"status": StepState.PENDING, "message": "Retry requested", "error_code": None}
+    # A fresh start time: the step's duration is that of the attempt that succeeds.
+    reset = {
+        "status": StepState.PENDING,
+        "message": "Retry requested",
+        "error_code": None,
+        "started_at": None,
+    }
     return Change(
         EventType.INITIALIZATION_RETRIED,
         failed.name if failed else None,

@@ -24,6 +24,8 @@ export class Api {
   constructor({ getToken, onUnauthenticated }) {
     this.getToken = getToken;
     this.onUnauthenticated = onUnauthenticated;
+    /** The last HTTP Date header (1 s resolution): a lower bound of the server's clock. */
+    this.lastServerDate = null;
   }
 
   /**
@@ -55,6 +57,8 @@ export class Api {
     } finally {
       clearTimeout(timer);
     }
+    const date = Date.parse(response.headers.get("Date") ?? "");
+    if (Number.isFinite(date)) this.lastServerDate = { server: date, local: Date.now() };
     let body;
     try {
       body = await response.json();
@@ -92,7 +96,7 @@ const CLOSE_FORBIDDEN = 4403; // connection_init refused: the token is not (or n
 /**
  * One shared WebSocket for all subscriptions of the page.
  *
- * state: "idle" (no subscriptions) | "connecting" | "open" | "reconnecting" | "auth-failed".
+ * state: "idle" (no subscriptions) | "connecting" | "open" | "reconnecting".
  * Listeners get { state, lostSince, nextRetryAt, attempt } whenever it changes.
  */
 export class SubscriptionClient {
@@ -146,13 +150,13 @@ export class SubscriptionClient {
     this.subs.add(sub);
     clearTimeout(this.timers.idle);
     if (this.state === "open") this.#send(sub);
-    else if (this.state === "idle" || this.state === "auth-failed") this.#connect();
+    else if (this.state === "idle") this.#connect();
     return () => this.#unsubscribe(sub);
   }
 
   /** Reconnect at once instead of waiting for the backoff timer. */
   retryNow() {
-    if (this.state !== "reconnecting" && this.state !== "auth-failed") return;
+    if (this.state !== "reconnecting") return;
     if (!this.subs.size) return;
     clearTimeout(this.timers.retry);
     this.#connect();
@@ -212,14 +216,10 @@ export class SubscriptionClient {
     };
     socket.onclose = (event) => {
       if (socket !== this.socket) return;
-      if (event.code === CLOSE_FORBIDDEN) {
-        this.#teardownSocket();
-        this.#clearTimers();
-        this.#setState("auth-failed");
-        this.onAuthFailed?.();
-        return;
-      }
+      // 4403: the token was refused. Keep retrying with backoff (the refusal may have been
+      // a passing problem) and let the app ask over HTTP whether to sign out.
       this.#drop(`closed ${event.code}`);
+      if (event.code === CLOSE_FORBIDDEN) this.onAuthFailed?.();
     };
     socket.onerror = () => {
       /* onclose follows and decides */

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -15,8 +17,16 @@ class BusSubscription(Protocol):
 
 
 class ProgressBus(Protocol):
-    async def publish(self, event: ProgressEvent) -> None:
-        """Deliver to current subscribers; call only after the event is committed."""
+    async def publish(self, events: Sequence[ProgressEvent]) -> None:
+        """Deliver to current subscribers, in order; call only after the events are committed."""
+        ...
+
+    async def announce_cancel(self, project_id: str) -> None:
+        """Tell the runner executing ``project_id`` (on any instance) that it was canceled."""
+        ...
+
+    def watch_cancel(self, project_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        """An event set when ``project_id`` is canceled, while the context is open."""
         ...
 
     def subscribe(self, project_id: str) -> AbstractAsyncContextManager[BusSubscription]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from initflow.events import ProgressEvent
 
@@ -86,3 +88,26 @@ class LocalFanout:
 
     def clear(self) -> None:
         self._subscribers.clear()
+
+
+class CancelWatchers:
+    """Executors waiting to hear that their run was canceled (one control channel)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+
+    @asynccontextmanager
+    async def watch(self, project_id: str) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._events.setdefault(project_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._events.get(project_id, set())
+            watchers.discard(event)
+            if not watchers:
+                self._events.pop(project_id, None)
+
+    def cancel(self, project_id: str) -> None:
+        for event in self._events.get(project_id, ()):
+            event.set()

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from initflow.bus.fanout import LocalFanout, LocalSubscription
+from initflow.bus.fanout import CancelWatchers, LocalFanout, LocalSubscription
 from initflow.events import ProgressEvent
 
 
 class MemoryBus:
     def __init__(self) -> None:
         self.fanout = LocalFanout()
+        self.cancels = CancelWatchers()
         self._work = asyncio.Event()
 
-    async def publish(self, event: ProgressEvent) -> None:
-        self.fanout.deliver(event)
+    async def publish(self, events: Sequence[ProgressEvent]) -> None:
+        for event in events:
+            self.fanout.deliver(event)
+
+    async def announce_cancel(self, project_id: str) -> None:
+        self.cancels.cancel(project_id)
+
+    def watch_cancel(self, project_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        return self.cancels.watch(project_id)
 
     @asynccontextmanager
     async def subscribe(self, project_id: str) -> AsyncIterator[LocalSubscription]:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from initflow.bus.fanout import LocalFanout, LocalSubscription
+from initflow.bus.fanout import CancelWatchers, LocalFanout, LocalSubscription
 from initflow.events import ProgressEvent
 
 log = logging.getLogger("initflow.bus")
@@ -35,6 +35,7 @@ class RedisBus:
         self._redis: Redis = Redis.from_url(url, health_check_interval=5, socket_connect_timeout=2)
         self._prefix = prefix
         self.fanout = LocalFanout()
+        self.cancels = CancelWatchers()
         self._work = asyncio.Event()
         self._pubsub: PubSub | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
@@ -49,6 +50,10 @@ class RedisBus:
     def _work_channel(self) -> str:
         return f"{self._prefix}:work"
 
+    @property
+    def _control_channel(self) -> str:
+        return f"{self._prefix}:control"
+
     async def start(self) -> None:
         async with self._lock:
             await self._connect()
@@ -56,7 +61,11 @@ class RedisBus:
 
     async def _connect(self) -> None:
         pubsub = self._redis.pubsub()
-        channels = [self._work_channel, *(self._channel(p) for p in self.fanout.projects())]
+        channels = [
+            self._work_channel,
+            self._control_channel,
+            *(self._channel(p) for p in self.fanout.projects()),
+        ]
         self._pubsub = pubsub
         await self._subscribe_confirmed(channels, inline=True)
         assert pubsub.connection is not None
@@ -137,6 +146,11 @@ class RedisBus:
             if channel == self._work_channel:
                 self._work.set()
                 return
+            if channel == self._control_channel:
+                command, _, project_id = bytes(message["data"]).decode().partition(":")
+                if command == "cancel":
+                    self.cancels.cancel(project_id)
+                return
             try:
                 event = ProgressEvent.from_wire(message["data"])
             except (ValueError, KeyError, TypeError):
@@ -144,10 +158,17 @@ class RedisBus:
                 return
             self.fanout.deliver(event)
 
-    async def publish(self, event: ProgressEvent) -> None:
+    async def publish(self, events: Sequence[ProgressEvent]) -> None:
+        """One round trip for all the events of a commit (a pipeline, not a transaction)."""
+        if not events:
+            return
         try:
-            await self._redis.publish(self._channel(event.project_id), event.to_wire())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    pipe.publish(self._channel(event.project_id), event.to_wire())
+                await pipe.execute()
         except (RedisError, OSError) as exc:
+            event = events[0]
             log.warning(
                 "publish failed (subscribers will read back): %s",
                 exc,
@@ -179,6 +200,14 @@ class RedisBus:
                     if self.fanout.count(project_id) == 0 and self._pubsub is not None:
                         with contextlib.suppress(RedisError, OSError):
                             await self._pubsub.unsubscribe(self._channel(project_id))
+
+    async def announce_cancel(self, project_id: str) -> None:
+        self.cancels.cancel(project_id)
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.publish(self._control_channel, f"cancel:{project_id}".encode())
+
+    def watch_cancel(self, project_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        return self.cancels.watch(project_id)
 
     async def wake_runners(self) -> None:
         with contextlib.suppress(RedisError, OSError):

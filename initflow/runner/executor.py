@@ -95,14 +95,11 @@ class Executor:
 
         The fence would stop us at our next write anyway; this makes it immediate.
         """
-        async with self._bus.subscribe(str(self.lease.project_id)) as events:
-            while True:
-                event = await events.get(timeout=self.lease.ttl.total_seconds())
-                if event is not None and event.type is EventType.INITIALIZATION_CANCELED:
-                    self._lease_lost = True
-                    self._log("canceled", "run canceled; stopping")
-                    main.cancel()
-                    return
+        async with self._bus.watch_cancel(str(self.lease.project_id)) as canceled:
+            await canceled.wait()
+        self._lease_lost = True
+        self._log("canceled", "run canceled; stopping")
+        main.cancel()
 
     async def _heartbeat(self, main: asyncio.Task[None]) -> None:
         interval = self.lease.ttl.total_seconds() / 3

@@ -119,7 +119,9 @@ class InitializationService:
                 )
             return None
 
-        return await self._act(user, project_id, CANCEL, refuse)
+        after = await self._act(user, project_id, CANCEL, refuse)
+        await self._bus.announce_cancel(str(project_id))
+        return after
 
     async def _act(
         self,

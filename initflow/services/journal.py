@@ -147,8 +147,7 @@ async def commit_changes(
         )
         if effects is not None:
             await effects(connection)
-    for event in events:
-        await bus.publish(event)
+    await bus.publish(events)
     return after, events
 
 

@@ -67,7 +67,7 @@ async def test_local_subscribers_share_one_confirmed_redis_subscription(
             assert await numsub(redis, channel) == 1
             # Confirmed on entry: a publish right now reaches every local subscriber.
             [event] = await journal.record(started(journal, 0))
-            await w.bus.publish(event)
+            await w.bus.publish([event])
             for subscription in (a, b, c):
                 received = await subscription.get(timeout=5)
                 assert received is not None and received.seq == event.seq
@@ -90,16 +90,16 @@ async def test_stream_drops_duplicates_and_reads_gaps_back_from_the_log(settings
                 Change(EventType.STEP_PROGRESS, journal.status.steps[0].name, {"progress": 60})
             )
             # Only seq 3 reaches Redis: the stream must notice the gap and read 1 and 2 back.
-            await w.bus.publish(committed[2])
+            await w.bus.publish([committed[2]])
             received = [await anext(events) for _ in range(3)]
             assert [e.seq for e in received] == [1, 2, 3]
             # Older and duplicate events are not forwarded; the next new one is.
-            await w.bus.publish(committed[1])
-            await w.bus.publish(committed[2])
+            await w.bus.publish([committed[1]])
+            await w.bus.publish([committed[2]])
             [fourth] = await journal.record(
                 Change(EventType.STEP_PROGRESS, journal.status.steps[0].name, {"progress": 70})
             )
-            await w.bus.publish(fourth)
+            await w.bus.publish([fourth])
             assert (await anext(events)).seq == 4
 
 
@@ -136,7 +136,7 @@ async def test_a_dropped_redis_connection_makes_subscribers_read_back_and_resubs
             [live] = await journal.record(
                 Change(EventType.STEP_PROGRESS, journal.status.steps[0].name, {"progress": 10})
             )
-            await w.bus.publish(live)
+            await w.bus.publish([live])
             assert (await asyncio.wait_for(anext(events), 10)).seq == live.seq
 
 

@@ -66,7 +66,9 @@ def create_app(
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         url = settings.effective_database_url
         should_migrate = is_sqlite(url) if migrate is None else migrate
-        database = await open_database(url, migrate=should_migrate)
+        database = await open_database(
+            url, migrate=should_migrate, transaction_idle_timeout=settings.lease_ttl_seconds
+        )
         app[DATABASE] = database
         yield
         await database.close()

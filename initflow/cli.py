@@ -62,7 +62,9 @@ async def _worker(settings: Settings, burst: bool) -> None:
     from initflow.runner.worker import Runner
 
     url = settings.effective_database_url
-    database = await open_database(url, migrate=is_sqlite(url))
+    database = await open_database(
+        url, migrate=is_sqlite(url), transaction_idle_timeout=settings.lease_ttl_seconds
+    )
     bus = build_bus(settings)
     await bus.start()
     runner = Runner(

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as tortoise_migrate
 
@@ -27,8 +28,37 @@ def is_sqlite(database_url: str) -> bool:
     return database_url.startswith("sqlite:")
 
 
-def connection_config(database_url: str) -> dict[str, Any] | str:
-    """SQLite gets WAL, a busy timeout and foreign keys; Postgres a small pool."""
+async def _keep_session(_connection: Any) -> None:
+    """Pool check-in without asyncpg's RESET ALL round trip: we never change session state."""
+
+
+def _postgres_config(url: str, transaction_idle_timeout: float) -> dict[str, Any]:
+    """A pool whose sessions cannot hold a project row hostage.
+
+    A runner frozen (SIGSTOP, VM pause, partition) between the guarded UPDATE
+    of its project row and COMMIT keeps the row locked, and the claim's
+    ``SKIP LOCKED`` would skip that run forever. The server ends such a session
+    after ``idle_in_transaction_session_timeout`` (releasing the lock; the frozen
+    runner's commit then fails), and TCP keepalives notice a vanished peer.
+    """
+    config = expand_db_url(url)
+    credentials = config["credentials"]
+    credentials.setdefault("minsize", 1)
+    credentials.setdefault("maxsize", 10)
+    credentials["server_settings"] = {
+        "idle_in_transaction_session_timeout": str(int(transaction_idle_timeout * 1000)),
+        "tcp_keepalives_idle": "10",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+    }
+    credentials["reset"] = _keep_session
+    return config
+
+
+def connection_config(
+    database_url: str, transaction_idle_timeout: float = 10.0
+) -> dict[str, Any] | str:
+    """SQLite gets WAL, a busy timeout and foreign keys; Postgres a guarded pool."""
     scheme = urlsplit(database_url).scheme
     if scheme == "sqlite":
         path = database_url.removeprefix("sqlite://")
@@ -45,21 +75,17 @@ def connection_config(database_url: str) -> dict[str, Any] | str:
             },
         }
     if scheme in ("postgres", "postgresql", "asyncpg"):
-        url = "postgres" + database_url[len(scheme) :]
-        separator = "&" if "?" in url else "?"
-        if "maxsize" not in url:
-            url += f"{separator}minsize=1&maxsize=10"
-        return url
+        return _postgres_config("postgres" + database_url[len(scheme) :], transaction_idle_timeout)
     raise ConfigurationError(
         f"DATABASE_URL must start with sqlite:// or postgres://, got scheme {scheme!r}"
     )
 
 
-def tortoise_config(database_url: str) -> dict[str, Any]:
+def tortoise_config(database_url: str, transaction_idle_timeout: float = 10.0) -> dict[str, Any]:
     # One connection name per backend: Tortoise caches SQL per connection name.
     name = "sqlite" if is_sqlite(database_url) else "postgres"
     return {
-        "connections": {name: connection_config(database_url)},
+        "connections": {name: connection_config(database_url, transaction_idle_timeout)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
@@ -90,11 +116,15 @@ class Database:
         await self.context.close_connections()
 
 
-async def open_database(database_url: str, *, migrate: bool) -> Database:
+async def open_database(
+    database_url: str, *, migrate: bool, transaction_idle_timeout: float = 10.0
+) -> Database:
+    """``transaction_idle_timeout``: the lease TTL (a frozen runner's lock ends with its lease)."""
     if migrate:
         await apply_migrations(database_url)
     context = await Tortoise.init(
-        config=tortoise_config(database_url), _enable_global_fallback=True
+        config=tortoise_config(database_url, transaction_idle_timeout),
+        _enable_global_fallback=True,
     )
     return Database(url=database_url, context=context)
 

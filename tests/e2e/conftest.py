@@ -9,13 +9,18 @@ printed in pytest's terminal summary (never asserted).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import statistics
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
+from redis.asyncio import Redis
 
 from .processes import ServiceFactory, ServiceProcess, UserDataDir, create_user
 
@@ -116,3 +121,47 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
         for test, value in samples:
             terminalreporter.write_line(f"  {name}={value:.0f}  {test}")
+
+
+# --- the machine's Postgres and Redis (several-instance tests) -----------------------------
+# Missing services are an error, never a skip: CI must fail when they are gone.
+
+E2E_POSTGRES_ADMIN_URL = os.environ.get(
+    "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+)
+E2E_REDIS_URL = os.environ.get("INITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _postgres_admin(*statements: str) -> None:
+    connection = await asyncpg.connect(E2E_POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """The URL of a fresh, empty database on the machine's Postgres (dropped afterwards)."""
+    name = f"initflow_e2e_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield E2E_POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(_postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis, checked with a PING (a missing Redis fails the test)."""
+
+    async def ping() -> None:
+        client = Redis.from_url(E2E_REDIS_URL, socket_connect_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    asyncio.run(ping())
+    return E2E_REDIS_URL

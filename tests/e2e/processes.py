@@ -6,7 +6,9 @@ database row), never a bare sleep.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,12 +19,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 BIN_DIR = Path(sys.executable).parent
@@ -258,3 +262,211 @@ requires_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is no
 
 
 ServiceFactory = Callable[..., ServiceProcess]
+
+
+# --- several instances on one Postgres + Redis ----------------------------------------------
+# Added for tests/e2e/test_instances.py and tests/chaos/: signals, log lines, an async
+# condition wait, and the Postgres side of "every effect exactly once".
+
+
+def send_signal(service: ServiceProcess, signum: signal.Signals) -> None:
+    """Deliver ``signum`` to a running service (SIGKILL, SIGTERM, SIGSTOP, SIGCONT …)."""
+    assert service.process is not None
+    if service.process.poll() is None:
+        service.process.send_signal(signum)
+
+
+def log_lines(service: ServiceProcess, *needles: str) -> list[str]:
+    """The service's stderr lines containing every one of ``needles``."""
+    return [line for line in service.stderr().splitlines() if all(n in line for n in needles)]
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[Any]],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+) -> Any:
+    """Await ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def cli_user_token(data_dir: Path, name: str, env: Mapping[str, str]) -> str:
+    """``initflow users create NAME`` against the database in ``env``; the printed token."""
+    output = run_cli(data_dir, "users", "create", name, env=env)
+    return [line for line in output.splitlines() if line.strip()][-1].strip()
+
+
+@contextlib.asynccontextmanager
+async def pg_connection(url: str) -> AsyncIterator[Any]:
+    """One asyncpg connection for the test's own reads (never the service's pool)."""
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def pg_project(connection: Any, project_id: str) -> dict[str, Any]:
+    row = await connection.fetchrow(
+        "SELECT status, progress, last_seq, lease_owner, lease_token, lease_expires_at,"
+        " updated_at FROM projects WHERE id = $1",
+        uuid.UUID(project_id),
+    )
+    assert row is not None, f"project {project_id} not in the database"
+    return dict(row)
+
+
+async def pg_steps(connection: Any, project_id: str) -> dict[str, dict[str, Any]]:
+    """Step name -> its initialization_steps row (status, attempts, completed_at …)."""
+    rows = await connection.fetch(
+        "SELECT name, status, attempts, progress, started_at, completed_at, checkpoint"
+        " FROM initialization_steps WHERE project_id = $1 ORDER BY position",
+        uuid.UUID(project_id),
+    )
+    return {row["name"]: dict(row) for row in rows}
+
+
+async def pg_events(connection: Any, project_id: str) -> list[dict[str, Any]]:
+    """The project's progress_events in seq order; ``step`` is read from the payload."""
+    rows = await connection.fetch(
+        "SELECT seq, type, payload, created_at FROM progress_events"
+        " WHERE project_id = $1 ORDER BY seq",
+        uuid.UUID(project_id),
+    )
+    events = []
+    for row in rows:
+        payload = row["payload"]
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        events.append(
+            {
+                "seq": row["seq"],
+                "type": row["type"],
+                "step": payload.get("step"),
+                "created_at": row["created_at"],
+                "payload": payload,
+            }
+        )
+    return events
+
+
+async def pg_count(connection: Any, table: str, project_id: str, where: str = "") -> int:
+    sql = f"SELECT count(*) FROM {table} WHERE project_id = $1 {where}"
+    return int(await connection.fetchval(sql, uuid.UUID(project_id)))
+
+
+async def pg_effects(connection: Any, project_id: str) -> dict[str, Any]:
+    """Every effect row of a project, for exact-once checks and before/after comparisons."""
+    pid = uuid.UUID(project_id)
+
+    async def rows(sql: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in await connection.fetch(sql, pid)]
+
+    return {
+        "repositories": await rows(
+            "SELECT id, path, initial_commit, head_commit FROM repositories WHERE project_id = $1"
+        ),
+        "environments": await rows(
+            "SELECT id, name, position FROM environments WHERE project_id = $1 ORDER BY position"
+        ),
+        "gitops": await rows(
+            "SELECT id, environment, kind, path FROM gitops_resources"
+            " WHERE project_id = $1 ORDER BY id"
+        ),
+        "audit": await rows(
+            "SELECT id, action, dedupe_key FROM audit_log WHERE project_id = $1 ORDER BY id"
+        ),
+        "members": await rows(
+            "SELECT id, user_id, role FROM project_members WHERE project_id = $1 ORDER BY id"
+        ),
+        "webhooks": await rows(
+            "SELECT id, idempotency_key, event FROM webhook_deliveries"
+            " WHERE project_id = $1 ORDER BY id"
+        ),
+    }
+
+
+def repository_refs(bare: str) -> str:
+    """``git for-each-ref`` of a bare repository: every ref and where it points."""
+    return git("-C", bare, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+async def assert_pg_initialized_exactly_once(
+    connection: Any,
+    data_dir: Path,
+    project_id: str,
+    before: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    environments: tuple[str, ...] = ("development", "staging", "production"),
+) -> dict[str, Any]:
+    """Active at 100 %, every step completed, every effect once (Postgres + the git repo).
+
+    Always: each start of a step is one STEP_STARTED event and one attempt, and no step
+    starts again once it completed. ``before`` is step rows read at an interruption
+    (``None``: the run was never interrupted, so every step ran once): a step completed
+    then keeps its completion and its single attempt; a step running then ran exactly
+    once more; a pending one ran once; a step left out is not checked further. Returns
+    the effects (see ``pg_effects``).
+    """
+    project = await pg_project(connection, project_id)
+    assert (project["status"], project["progress"], project["lease_owner"]) == (
+        "active",
+        100,
+        None,
+    ), project
+    steps = await pg_steps(connection, project_id)
+    events = await pg_events(connection, project_id)
+    starts: dict[str, int] = {name: 0 for name in steps}
+    completed: set[str] = set()
+    for event in events:
+        if event["type"] == "STEP_STARTED":
+            assert event["step"] not in completed, ("started again after completing", event)
+            starts[event["step"]] += 1
+        elif event["type"] == "STEP_COMPLETED":
+            completed.add(event["step"])
+    for name, row in steps.items():
+        assert row["status"] == "completed", (name, row)
+        assert starts[name] == row["attempts"], (name, starts[name], row)
+        previous = before.get(name, {"status": "unknown"}) if before is not None else None
+        if previous is None or previous["status"] == "pending":
+            assert row["attempts"] == 1, (name, row)
+        elif previous["status"] == "unknown":
+            assert row["attempts"] >= 1, (name, row)
+        elif previous["status"] == "completed":
+            assert row["completed_at"] == previous["completed_at"], (name, previous, row)
+            assert row["attempts"] == 1, (name, row)
+        else:
+            assert previous["status"] == "running", (name, previous)
+            assert row["attempts"] == previous["attempts"] + 1, (name, previous, row)
+
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert project["last_seq"] == len(seqs), (project, len(seqs))
+    types = [e["type"] for e in events]
+    assert types.count("INITIALIZATION_COMPLETED") == 1, types
+    assert types[-1] == "INITIALIZATION_COMPLETED", types
+
+    effects = await pg_effects(connection, project_id)
+    assert [e["name"] for e in effects["environments"]] == list(environments), effects
+    assert len(effects["gitops"]) == 2 * len(environments), effects["gitops"]
+    actions = sorted(a["action"] for a in effects["audit"])
+    assert actions.count("project.initialized") == 1, actions
+    assert len(effects["members"]) == 1, effects["members"]
+    keys = [w["idempotency_key"] for w in effects["webhooks"]]
+    assert len(keys) == len(set(keys)), keys
+    assert len(effects["repositories"]) == 1, effects["repositories"]
+    repository = effects["repositories"][0]
+    bare = repository["path"]
+    assert Path(bare) == data_dir / "repositories" / f"{project_id}.git", bare
+    assert git("-C", bare, "rev-list", "--count", "main") == "2"
+    assert git("-C", bare, "rev-parse", "main") == repository["head_commit"]
+    assert git("-C", bare, "rev-parse", "main~1") == repository["initial_commit"]
+    return effects

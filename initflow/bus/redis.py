@@ -27,12 +27,19 @@ from initflow.events import ProgressEvent
 log = logging.getLogger("initflow.bus")
 
 CONFIRM_TIMEOUT = 10.0
+PUBLISH_TIMEOUT = 0.5
+PUBLISH_PAUSE_AFTER_FAILURE = 2.0
 RECONNECT_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class RedisBus:
     def __init__(self, url: str, prefix: str = "initflow") -> None:
         self._redis: Redis = Redis.from_url(url, health_check_interval=5, socket_connect_timeout=2)
+        # Publishing is on the commit path: a hung Redis must cost it little, never seconds.
+        self._publisher: Redis = Redis.from_url(
+            url, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT
+        )
+        self._publish_paused_until = 0.0
         self._prefix = prefix
         self.fanout = LocalFanout()
         self.cancels = CancelWatchers()
@@ -96,26 +103,35 @@ class RedisBus:
             await asyncio.wait_for(asyncio.gather(*waiting), CONFIRM_TIMEOUT)
 
     async def _read_forever(self) -> None:
-        attempt = 0
+        """Read until cancelled; a lost connection is re-established, however long it takes."""
         while True:
             try:
                 assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=1.0)
-                attempt = 0
                 if message is not None:
                     self._handle(message)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 self.fanout.mark_all_lost()
-                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
-                attempt += 1
-                log.warning(
-                    "redis bus disconnected (%s); reconnecting in %.1fs",
-                    exc,
-                    delay,
-                    extra={"action": "bus_reconnect"},
-                )
-                await asyncio.sleep(delay)
+                await self._reconnect_until_connected(exc)
+
+    async def _reconnect_until_connected(self, cause: BaseException) -> None:
+        attempt = 0
+        while True:
+            delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+            attempt += 1
+            log.warning(
+                "redis bus disconnected (%s); reconnecting in %.1fs (attempt %d)",
+                cause,
+                delay,
+                attempt,
+                extra={"action": "bus_reconnect"},
+            )
+            await asyncio.sleep(delay)
+            try:
                 await self._reconnect()
+                return
+            except (RedisError, OSError, TimeoutError) as exc:
+                cause = exc
 
     async def _reconnect(self) -> None:
         old, self._pubsub = self._pubsub, None
@@ -162,12 +178,21 @@ class RedisBus:
         """One round trip for all the events of a commit (a pipeline, not a transaction)."""
         if not events:
             return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._publish_paused_until:
+            # Redis failed a moment ago: do not make every commit wait for it again.
+            # Local subscribers read these events back from the log.
+            self.fanout.mark_all_lost()
+            return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.publish(self._channel(event.project_id), event.to_wire())
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(PUBLISH_TIMEOUT * 2):
+                async with self._publisher.pipeline(transaction=False) as pipe:
+                    for event in events:
+                        pipe.publish(self._channel(event.project_id), event.to_wire())
+                    await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._publish_paused_until = loop.time() + PUBLISH_PAUSE_AFTER_FAILURE
+            self.fanout.mark_all_lost()
             event = events[0]
             log.warning(
                 "publish failed (subscribers will read back): %s",
@@ -203,15 +228,15 @@ class RedisBus:
 
     async def announce_cancel(self, project_id: str) -> None:
         self.cancels.cancel(project_id)
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.publish(self._control_channel, f"cancel:{project_id}".encode())
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._publisher.publish(self._control_channel, f"cancel:{project_id}".encode())
 
     def watch_cancel(self, project_id: str) -> AbstractAsyncContextManager[asyncio.Event]:
         return self.cancels.watch(project_id)
 
     async def wake_runners(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.publish(self._work_channel, b"1")
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._publisher.publish(self._work_channel, b"1")
 
     async def wait_for_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -238,3 +263,4 @@ class RedisBus:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         self.fanout.clear()
         await self._redis.aclose()
+        await self._publisher.aclose()

@@ -67,6 +67,9 @@ class Executor:
         self._crash = crash_points
         self._metrics = metrics
         self._lease_lost = False
+        # Set just before a commit that gives the lease up (finish, fail, pause to retry),
+        # so the heartbeat does not mistake that for a lost lease and interrupt the publish.
+        self._handing_over = False
         self._failed_attempts = 0
 
     async def run(self) -> None:
@@ -108,6 +111,8 @@ class Executor:
             try:
                 await renew(self.lease)
             except LeaseLost:
+                if self._handing_over:
+                    return  # our own last commit gave the lease up; nothing was lost
                 self._lease_lost = True
                 main.cancel()
                 return
@@ -137,6 +142,7 @@ class Executor:
             self._log("recovered", "resumed a run this instance held before it stopped")
         pending = [s for s in status.steps if not s.status.is_done]
         if not pending:
+            self._handing_over = True
             await journal.record(_completed_change())
             return
         await journal.record(self._start(journal, pending[0]))
@@ -148,6 +154,7 @@ class Executor:
             changes = [self._finish(journal, step.name, result)]
             following = pending[index + 1] if index + 1 < len(pending) else None
             changes.append(self._start(journal, following) if following else _completed_change())
+            self._handing_over = following is None
             await journal.record(*changes, project_changes={"run_attempts": 0})
             self._failed_attempts = 0
             self._observe_duration(journal, step.name)
@@ -260,6 +267,7 @@ class Executor:
             )
             await record_delivery(settings, project_id, "initialization.failed", connection)
 
+        self._handing_over = True
         await journal.record(
             Change(
                 EventType.STEP_FAILED,
@@ -290,6 +298,7 @@ class Executor:
             await self._fail(journal, name, error)
             return
         next_at = utcnow() + retry_delay(failures)
+        self._handing_over = True
         await journal.record(
             Change(
                 EventType.STEP_RETRYING,

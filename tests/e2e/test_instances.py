@@ -275,6 +275,16 @@ async def frozen_transaction(connection: Any, service: ServiceProcess) -> int | 
     )
 
 
+async def locked_projects(connection: Any, project_ids: list[str]) -> set[str]:
+    """The projects whose rows someone holds locked: the rows a claim would skip."""
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "SELECT id FROM projects WHERE id = ANY($1::uuid[]) FOR UPDATE SKIP LOCKED",
+            [uuid.UUID(p) for p in project_ids],
+        )
+    return set(project_ids) - {str(r["id"]) for r in rows}
+
+
 async def freeze_outside_a_transaction(cluster: Cluster, service: ServiceProcess) -> None:
     """SIGSTOP ``service`` at a moment it holds no open transaction.
 
@@ -489,7 +499,7 @@ async def test_an_executor_frozen_past_its_lease_writes_nothing_after_its_succes
     assert set(finished["steps"]) == set(STEP_NAMES)
 
 
-# --- a known gap, pinned -----------------------------------------------------------------------
+# --- frozen inside a transaction -------------------------------------------------------------
 
 
 async def test_an_executor_frozen_inside_a_transaction_does_not_block_the_takeover(
@@ -507,18 +517,20 @@ async def test_an_executor_frozen_inside_a_transaction_does_not_block_the_takeov
 
     # Freeze inst-a at random moments until one lands inside one of its transactions
     # (a few per cent of its time); the jitter between attempts is the workload.
+    # It counts only if the open transaction holds a project row (the claim skips it).
     rng = random.Random(3)
-    locked: int | None = None
+    locked: set[str] = set()
     async with pg_connection(cluster.database_url) as connection:
         deadline = time.monotonic() + 60
-        while locked is None and time.monotonic() < deadline:
+        while not locked and time.monotonic() < deadline:
             send_signal(frozen, signal.SIGSTOP)
-            locked = await frozen_transaction(connection, frozen)
-            if locked is None:
+            if await frozen_transaction(connection, frozen) is not None:
+                locked = await locked_projects(connection, project_ids)
+            if not locked:
                 send_signal(frozen, signal.SIGCONT)
                 await asyncio.sleep(rng.uniform(0.0, 0.05))
-    if locked is None:
-        pytest.fail("never caught inst-a inside a transaction within 60 s")
+    if not locked:
+        pytest.fail("never caught inst-a inside a transaction holding a project within 60 s")
 
     # inst-a stays frozen: every run it held must be resumed by inst-b after the TTL.
     async def all_taken_over() -> bool:

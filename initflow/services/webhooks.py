@@ -24,6 +24,7 @@ log = logging.getLogger("initflow.webhooks")
 
 MAX_ATTEMPTS = 8
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+CLAIM_SECONDS = 30
 
 
 async def record_delivery(
@@ -45,6 +46,24 @@ async def record_delivery(
     return True
 
 
+async def _claim(delivery: WebhookDelivery) -> bool:
+    """Take the next attempt of ``delivery`` (compare-and-set on ``attempts``).
+
+    The claim pushes ``next_attempt_at`` past the send timeout, so a sender that
+    dies mid-send leaves the delivery to be retried, and two instances do not
+    send the same attempt.
+    """
+    claimed = await WebhookDelivery.filter(
+        id=delivery.id, status="pending", attempts=delivery.attempts
+    ).update(
+        attempts=delivery.attempts + 1,
+        next_attempt_at=utcnow() + timedelta(seconds=CLAIM_SECONDS),
+    )
+    if claimed == 1:
+        delivery.attempts += 1
+    return claimed == 1
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(300, 2**attempts))
 
@@ -59,6 +78,8 @@ async def deliver_pending(
     ).limit(limit)
     delivered = 0
     for delivery in due:
+        if not await _claim(delivery):
+            continue  # another instance is sending it
         project = await Project.get(id=delivery.project_id)  # type: ignore[attr-defined]
         body = {
             "event": delivery.event,
@@ -68,7 +89,6 @@ async def deliver_pending(
             "error": project.initialization_error,
         }
         headers = {"Idempotency-Key": delivery.idempotency_key}
-        delivery.attempts += 1
         try:
             async with session.post(delivery.url, json=body, headers=headers, timeout=TIMEOUT) as r:
                 if r.status >= 300:

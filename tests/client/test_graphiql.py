@@ -21,6 +21,7 @@ from urllib.parse import urljoin
 
 import pytest
 from aiohttp.test_utils import TestClient
+from playwright import sync_api
 
 from initflow.app import create_app
 from initflow.assets import ide_assets, ide_page_html
@@ -213,10 +214,8 @@ def test_graphiql_runs_in_a_browser_that_cannot_reach_the_internet(
     tmp_path: Path, graphiql_assets: Path
 ) -> None:
     """Chromium with every request off this server refused: the IDE renders and answers."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        pytest.skip(f"{chromium} is not installed")
+    assert chromium.exists(), f"{chromium} is not installed: apt-get install chromium"
     data_dir = tmp_path / "data"
     shutil.copytree(graphiql_assets, data_dir / "graphiql")
     service = ServiceProcess(data_dir=data_dir, log_dir=tmp_path / "logs", label="serve")

@@ -258,7 +258,9 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return result.stdout.strip()
 
 
-requires_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+if shutil.which("git") is None:  # a failure, never a skip: the steps need git
+    raise pytest.UsageError("git is not installed: the e2e tests need it")
+requires_git = pytest.mark.needs_git
 
 
 ServiceFactory = Callable[..., ServiceProcess]

@@ -7,6 +7,8 @@ leaves SQLite's worker thread alive).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from initflow.errors import ConfigurationError
 MODELS_MODULE = "initflow.models"
 MIGRATIONS_MODULE = "initflow.models.migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+CLOSE_TIMEOUT = 10.0
+
+log = logging.getLogger("initflow.db")
 
 
 def is_sqlite(database_url: str) -> bool:
@@ -113,7 +118,18 @@ class Database:
         return is_sqlite(self.url)
 
     async def close(self) -> None:
-        await self.context.close_connections()
+        """Close gracefully, but never hang a shutdown on a connection stuck mid-query."""
+        clients = list(self.context.connections.all()) if self.context.inited else []
+        try:
+            await asyncio.wait_for(self.context.close_connections(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "database connections did not close in %ss; terminating them", CLOSE_TIMEOUT
+            )
+            for client in clients:
+                pool = getattr(client, "_pool", None)
+                if pool is not None:
+                    pool.terminate()
 
 
 async def open_database(

@@ -10,7 +10,6 @@ executors, which release their leases for another instance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 from functools import partial
@@ -31,6 +30,7 @@ from initflow.settings import Settings
 log = logging.getLogger("initflow.runner")
 
 MAX_CONCURRENT_RUNS = 16
+STOP_TIMEOUT = 15.0
 
 
 class Runner:
@@ -62,15 +62,24 @@ class Runner:
         self._loop_task = asyncio.create_task(self._loop(), name="initflow-runner")
 
     async def stop(self) -> None:
-        """Stop claiming, cancel executors (they release their leases) and wait for them."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        """Stop claiming, cancel executors (they release their leases) and wait for them.
+
+        Bounded: a shutdown never waits more than STOP_TIMEOUT on a stuck task; a
+        lease that could not be released simply expires.
+        """
         tasks = list(self._running.values())
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT) if tasks else (set(), set())
+        if stuck:
+            log.warning(
+                "%d runner tasks did not stop within %ss",
+                len(stuck),
+                STOP_TIMEOUT,
+                extra={"action": "stop_timeout"},
+            )
         if self._http is not None:
             await self._http.close()
 

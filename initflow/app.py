@@ -7,6 +7,8 @@ can still release its leases.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -29,6 +31,9 @@ from initflow.web.graphiql import setup_playground
 from initflow.web.graphql_view import InitflowGraphQLView
 from initflow.web.health import health_routes
 from initflow.web.metrics import metrics_routes
+
+BUS_CLOSE_TIMEOUT = 10.0
+log = logging.getLogger("initflow.app")
 
 DATABASE = web.AppKey("database", Database)
 BUS = web.AppKey("bus", ProgressBus)
@@ -76,7 +81,11 @@ def create_app(
     async def bus_ctx(app: web.Application) -> AsyncIterator[None]:
         await bus.start()
         yield
-        await bus.close()
+        # Bounded like the runner and the database: a shutdown never hangs on Redis.
+        try:
+            await asyncio.wait_for(bus.close(), BUS_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("the bus did not close in %ss", BUS_CLOSE_TIMEOUT)
 
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         if not settings.run_runner:

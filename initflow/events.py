@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from initflow.status import StatusView
@@ -67,9 +68,14 @@ class ProgressEvent:
             "status": self.status.to_json(),
         }
 
+    @cached_property
+    def payload_json(self) -> str:
+        """The stored form as JSON, encoded once for the log and the bus."""
+        return json.dumps(self.payload(), separators=(",", ":"))
+
     def to_wire(self) -> bytes:
-        body = {"projectId": self.project_id, "seq": self.seq, **self.payload()}
-        return json.dumps(body, separators=(",", ":")).encode()
+        head = json.dumps({"projectId": self.project_id, "seq": self.seq}, separators=(",", ":"))
+        return f"{head[:-1]},{self.payload_json[1:]}".encode()
 
     @classmethod
     def from_payload(cls, project_id: str, seq: int, payload: dict[str, Any]) -> ProgressEvent:
@@ -86,3 +92,4 @@ class ProgressEvent:
     def from_wire(cls, data: bytes | str) -> ProgressEvent:
         body = json.loads(data)
         return cls.from_payload(body["projectId"], body["seq"], body)
+

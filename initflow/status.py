@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from initflow.states import ProjectState, StepState
@@ -38,6 +39,11 @@ class StepView:
         return step_spec(self.name).weight
 
     def to_json(self) -> dict[str, Any]:
+        """Cached: a step is immutable, and each event re-encodes every step of its run."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "position": self.position,

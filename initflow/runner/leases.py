@@ -25,6 +25,7 @@ from tortoise.expressions import Q
 from initflow.clock import utcnow
 from initflow.errors import LeaseLost
 from initflow.models import Project
+from initflow.models.journal_writes import Guard
 from initflow.services.journal import guarded_transaction
 from initflow.states import ProjectState
 
@@ -40,8 +41,9 @@ class Lease:
     taken_over_from: str | None = None
     resumed_own: bool = False
 
-    def fence(self) -> Q:
-        return Q(id=self.project_id, lease_token=self.token, lease_owner=self.owner)
+    def fence(self) -> Guard:
+        """The columns that prove the lease is still ours."""
+        return {"id": self.project_id, "lease_token": self.token, "lease_owner": self.owner}
 
 
 def _claimable(owner: str, now: datetime, exclude: Collection[UUID]) -> Q:
@@ -129,14 +131,14 @@ async def _claim_compare_and_set(
 
 async def renew(lease: Lease) -> None:
     """Extend the lease (the heartbeat); raises LeaseLost when it is no longer ours."""
-    renewed = await Project.filter(lease.fence()).update(lease_expires_at=utcnow() + lease.ttl)
+    renewed = await Project.filter(**lease.fence()).update(lease_expires_at=utcnow() + lease.ttl)
     if renewed != 1:
         raise LeaseLost()
 
 
 async def release(lease: Lease, **changes: Any) -> bool:
     """Give the project back (graceful stop, retry later); a no-op if already lost."""
-    released = await Project.filter(lease.fence()).update(
+    released = await Project.filter(**lease.fence()).update(
         lease_owner=None, lease_expires_at=None, **changes
     )
     return released == 1

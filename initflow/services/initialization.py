@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from tortoise.expressions import Q
-
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.errors import InitflowError, InvalidInput
@@ -140,7 +138,7 @@ class InitializationService:
                 after, _ = await commit_changes(
                     status,
                     (action.change(status),),
-                    guard=Q(id=project_id, status__in=list(action.expects)),
+                    guard={"id": project_id, "status__in": list(action.expects)},
                     lost=_Raced,
                     bus=self._bus,
                     project_changes=action.project_changes,

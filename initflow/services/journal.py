@@ -18,13 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.events import EventType, ProgressEvent
-from initflow.models import InitializationStep, ProgressEventRecord, Project
+from initflow.models import Project
+from initflow.models.journal_writes import EventRow, Guard, JournalWrite, is_postgres, write_journal
 from initflow.states import ProjectState, check_project_transition, check_step_transition
 from initflow.status import StatusView
 
@@ -58,7 +58,7 @@ class Change:
 
 @asynccontextmanager
 async def guarded_transaction(
-    guard: Q, lost: Callable[[], Exception], **project_changes: Any
+    guard: Guard, lost: Callable[[], Exception], **project_changes: Any
 ) -> AsyncIterator[BaseDBAsyncClient]:
     """A transaction that starts by updating the project row where ``guard`` holds.
 
@@ -67,7 +67,7 @@ async def guarded_transaction(
     """
     async with in_transaction() as connection:
         matched = (
-            await Project.filter(guard)
+            await Project.filter(**guard)
             .using_db(connection)
             .update(**{"updated_at": utcnow(), **project_changes})
         )
@@ -105,7 +105,7 @@ async def commit_changes(
     before: StatusView,
     changes: tuple[Change, ...],
     *,
-    guard: Q,
+    guard: Guard,
     lost: Callable[[], Exception],
     bus: ProgressBus,
     project_changes: dict[str, Any] | None = None,
@@ -113,11 +113,11 @@ async def commit_changes(
 ) -> tuple[StatusView, list[ProgressEvent]]:
     """Commit ``changes`` atomically, then publish their events; returns the new status.
 
-    ``effects`` writes rows that belong to the same change (an audit entry, a
-    notification) inside the same transaction.
+    ``guard`` is the writer's right to write; the ``last_seq`` read is added to
+    it. ``effects`` writes rows that belong to the same change (an audit entry,
+    a notification) inside the same transaction.
     """
     after, events = apply_changes(before, changes)
-    project_id = UUID(before.project_id)
     columns: dict[str, Any] = {
         "last_seq": after.seq,
         "progress": after.progress,
@@ -130,33 +130,37 @@ async def commit_changes(
             columns.update(finished_at=events[-1].at, lease_owner=None, lease_expires_at=None)
         else:
             columns.update(finished_at=None, next_attempt_at=None)
-    async with guarded_transaction(guard & Q(last_seq=before.seq), lost, **columns) as connection:
-        await _write_steps(connection, project_id, after, changes)
-        await ProgressEventRecord.bulk_create(
-            [
-                ProgressEventRecord(
-                    project_id=project_id,
-                    seq=e.seq,
-                    type=e.type.value,
-                    payload=e.payload(),
-                    created_at=e.at,
-                )
-                for e in events
-            ],
-            using_db=connection,
-        )
-        if effects is not None:
-            await effects(connection)
+    write = JournalWrite(
+        project_id=UUID(before.project_id),
+        guard={**guard, "last_seq": before.seq},
+        project_columns=columns,
+        step_columns=_step_columns(after, changes),
+        events=[EventRow(e.seq, e.type.value, e.payload_json, e.at) for e in events],
+        updated_at=events[-1].at,
+    )
+    await _commit(write, lost, effects)
     await bus.publish(events)
     return after, events
 
 
-async def _write_steps(
-    connection: BaseDBAsyncClient,
-    project_id: UUID,
-    status: StatusView,
-    changes: tuple[Change, ...],
+async def _commit(
+    write: JournalWrite, lost: Callable[[], Exception], effects: Effects | None
 ) -> None:
+    """Postgres without effects: one statement, its own transaction; else one transaction."""
+    database = Project._meta.db
+    if effects is None and is_postgres(database):
+        if not await write_journal(database, write):
+            raise lost()
+        return
+    async with in_transaction() as connection:
+        if not await write_journal(connection, write):
+            raise lost()
+        if effects is not None:
+            await effects(connection)
+
+
+def _step_columns(status: StatusView, changes: tuple[Change, ...]) -> dict[str, dict[str, Any]]:
+    """The columns each touched step row gets: the changed fields, from the new status."""
     touched: dict[str, dict[str, Any]] = {}
     for change in changes:
         if change.step is None:
@@ -168,10 +172,4 @@ async def _write_steps(
                 columns[name] = getattr(view, name)
         if change.checkpoint is not None:
             columns["checkpoint"] = change.checkpoint
-    now = utcnow()
-    for name, columns in touched.items():
-        await (
-            InitializationStep.filter(project_id=project_id, name=name)
-            .using_db(connection)
-            .update(updated_at=now, **columns)
-        )
+    return {name: columns for name, columns in touched.items() if columns}

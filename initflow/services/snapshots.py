@@ -1,57 +1,87 @@
-"""Read an initialization's persisted status: the truth a refreshed client sees."""
+"""Read an initialization's persisted status: the truth a refreshed client sees.
+
+One statement reads the project row and its steps, so ``seq`` and the steps
+describe the same moment without a transaction. It is plain SQL: this read
+starts every run, every stream and every ``projectStatus``, and the ORM's
+query building and model instances cost more than the query itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from tortoise.transactions import in_transaction
-
 from initflow.errors import NotFound
-from initflow.models import InitializationStep, Project
+from initflow.models import Project
+from initflow.states import ProjectState, StepState
 from initflow.status import StatusView, StepView
 
+_STATUS_SQL = """
+SELECT p.status AS project_status, p.initialization_error, p.last_seq,
+       p.updated_at AS project_updated_at,
+       s.name, s.position, s.status, s.progress, s.message, s.attempts, s.started_at,
+       s.completed_at, s.error_code, s.error_message, s.updated_at, s.next_attempt_at
+FROM projects AS p
+JOIN initialization_steps AS s ON s.project_id = p.id
+WHERE p.id = {project} {owner}
+ORDER BY s.position
+"""
+_SQL = {
+    ("postgres", False): _STATUS_SQL.format(project="$1", owner=""),
+    ("postgres", True): _STATUS_SQL.format(project="$1", owner="AND p.owner_id = $2"),
+    ("sqlite", False): _STATUS_SQL.format(project="?", owner=""),
+    ("sqlite", True): _STATUS_SQL.format(project="?", owner="AND p.owner_id = ?"),
+}
 
-def step_view(row: InitializationStep) -> StepView:
+
+def _timestamp(value: Any) -> datetime | None:
+    """Postgres returns datetimes; SQLite the text Tortoise wrote, parsed as Tortoise does."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return Project._meta.fields_map["updated_at"].to_python_value(value)  # type: ignore[no-any-return]
+
+
+def _step(row: Mapping[str, Any]) -> StepView:
     return StepView(
-        name=row.name,
-        position=row.position,
-        status=row.status,
-        progress=row.progress,
-        message=row.message,
-        attempts=row.attempts,
-        started_at=row.started_at,
-        completed_at=row.completed_at,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        last_progress_at=row.updated_at,
-        next_attempt_at=row.next_attempt_at,
+        name=row["name"],
+        position=row["position"],
+        status=StepState(row["status"]),
+        progress=row["progress"],
+        message=row["message"],
+        attempts=row["attempts"],
+        started_at=_timestamp(row["started_at"]),
+        completed_at=_timestamp(row["completed_at"]),
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        last_progress_at=_timestamp(row["updated_at"]),
+        next_attempt_at=_timestamp(row["next_attempt_at"]),
     )
 
 
-def status_from_rows(project: Project, steps: Sequence[InitializationStep]) -> StatusView:
+def _status(project_id: UUID, rows: Sequence[Mapping[str, Any]]) -> StatusView:
+    first = rows[0]
+    updated_at = _timestamp(first["project_updated_at"])
+    assert updated_at is not None
     return StatusView(
-        project_id=str(project.id),
-        status=project.status,
-        steps=tuple(step_view(s) for s in sorted(steps, key=lambda s: s.position)),
-        error=project.initialization_error,
-        seq=project.last_seq,
-        updated_at=project.updated_at,
+        project_id=str(project_id),
+        status=ProjectState(first["project_status"]),
+        steps=tuple(_step(row) for row in rows),
+        error=first["initialization_error"],
+        seq=first["last_seq"],
+        updated_at=updated_at,
     )
 
 
 async def load_status(project_id: UUID, owner_id: UUID | None = None) -> StatusView:
-    """The project's status; ``owner_id`` restricts it to that owner's projects.
-
-    The project row and its steps are read in one transaction, so ``seq`` and
-    the steps describe the same moment.
-    """
-    async with in_transaction() as connection:
-        query = Project.filter(id=project_id)
-        if owner_id is not None:
-            query = query.filter(owner_id=owner_id)
-        project = await query.using_db(connection).first()
-        if project is None:
-            raise NotFound("Project not found")
-        steps = await InitializationStep.filter(project_id=project_id).using_db(connection)
-    return status_from_rows(project, steps)
+    """The project's status; ``owner_id`` restricts it to that owner's projects."""
+    connection = Project._meta.db
+    dialect = "postgres" if connection.capabilities.dialect == "postgres" else "sqlite"
+    values: list[Any] = [project_id] if owner_id is None else [project_id, owner_id]
+    if dialect == "sqlite":
+        values = [str(v) for v in values]
+    _, rows = await connection.execute_query(_SQL[dialect, owner_id is not None], values)
+    if not rows:
+        raise NotFound("Project not found")
+    return _status(project_id, rows)

@@ -7,6 +7,7 @@ always render from the last event alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -93,3 +94,14 @@ class ProgressEvent:
         body = json.loads(data)
         return cls.from_payload(body["projectId"], body["seq"], body)
 
+
+def encode_events(events: Sequence[ProgressEvent]) -> bytes:
+    """One bus message for one commit's events (a JSON array, in seq order)."""
+    return b"[" + b",".join(e.to_wire() for e in events) + b"]"
+
+
+def decode_events(data: bytes | str) -> list[ProgressEvent]:
+    """The events of one bus message; a single event object is accepted too."""
+    body = json.loads(data)
+    bodies = body if isinstance(body, list) else [body]
+    return [ProgressEvent.from_payload(b["projectId"], b["seq"], b) for b in bodies]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,7 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from initflow.bus.fanout import CancelWatchers, LocalFanout, LocalSubscription
-from initflow.events import ProgressEvent
+from initflow.events import ProgressEvent, decode_events, encode_events
 
 log = logging.getLogger("initflow.bus")
 
@@ -40,6 +41,9 @@ class RedisBus:
             url, socket_timeout=PUBLISH_TIMEOUT, socket_connect_timeout=PUBLISH_TIMEOUT
         )
         self._publish_paused_until = 0.0
+        self._outbox: list[tuple[str, bytes]] = []
+        self._next_send: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._prefix = prefix
         self.fanout = LocalFanout()
         self.cancels = CancelWatchers()
@@ -168,14 +172,20 @@ class RedisBus:
                     self.cancels.cancel(project_id)
                 return
             try:
-                event = ProgressEvent.from_wire(message["data"])
+                events = decode_events(message["data"])
             except (ValueError, KeyError, TypeError):
                 log.warning("ignoring a malformed progress message on %s", channel)
                 return
-            self.fanout.deliver(event)
+            for event in events:
+                self.fanout.deliver(event)
 
     async def publish(self, events: Sequence[ProgressEvent]) -> None:
-        """One round trip for all the events of a commit (a pipeline, not a transaction)."""
+        """Send a commit's events as one message; returns once Redis has it (or failed).
+
+        Commits that arrive while a send is in flight wait for the next one, which
+        carries them all in one pipeline: under load the cost per commit falls,
+        and one sender at a time keeps every project's messages in commit order.
+        """
         if not events:
             return
         loop = asyncio.get_running_loop()
@@ -184,21 +194,39 @@ class RedisBus:
             # Local subscribers read these events back from the log.
             self.fanout.mark_all_lost()
             return
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT * 2):
-                async with self._publisher.pipeline(transaction=False) as pipe:
-                    for event in events:
-                        pipe.publish(self._channel(event.project_id), event.to_wire())
-                    await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._publish_paused_until = loop.time() + PUBLISH_PAUSE_AFTER_FAILURE
-            self.fanout.mark_all_lost()
-            event = events[0]
-            log.warning(
-                "publish failed (subscribers will read back): %s",
-                exc,
-                extra={"action": "bus_publish_failed", "project_id": event.project_id},
-            )
+        if self._next_send is None:
+            self._next_send = loop.create_future()
+        sent = self._next_send
+        for project_id, group in itertools.groupby(events, key=lambda e: e.project_id):
+            self._outbox.append((self._channel(project_id), encode_events(list(group))))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox(), name="initflow-redis-publish")
+        await asyncio.shield(sent)
+
+    async def _send_outbox(self) -> None:
+        """Send everything queued, one pipeline per round, until nothing is left."""
+        while self._outbox:
+            messages, self._outbox = self._outbox, []
+            sent, self._next_send = self._next_send, None
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT * 2):
+                    async with self._publisher.pipeline(transaction=False) as pipe:
+                        for channel, message in messages:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._publish_paused_until = asyncio.get_running_loop().time() + (
+                    PUBLISH_PAUSE_AFTER_FAILURE
+                )
+                self.fanout.mark_all_lost()
+                log.warning(
+                    "publish failed (subscribers will read back): %s",
+                    exc,
+                    extra={"action": "bus_publish_failed"},
+                )
+            finally:
+                if sent is not None and not sent.done():
+                    sent.set_result(None)
 
     @asynccontextmanager
     async def subscribe(self, project_id: str) -> AsyncIterator[LocalSubscription]:
@@ -254,6 +282,9 @@ class RedisBus:
         return len(self.fanout.projects())
 
     async def close(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender  # bounded by the publish timeout
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -51,6 +51,47 @@ async def test_each_step_transition_is_one_commit_with_its_events(settings: Sett
                 assert done.created_at == started.created_at
 
 
+async def test_what_the_journal_commits_reads_back_exactly_as_the_runner_holds_it(
+    settings: Settings,
+) -> None:
+    """The plain-SQL write and read agree with each other and with the ORM's models."""
+    async with world(settings) as w:
+        project_id = await w.create("Round Trip")
+        lease = await claim_next("instance-1", TTL)
+        assert lease is not None
+        journal = RunJournal(lease, await load_status(project_id), w.bus)
+        first, second = journal.status.steps[0].name, journal.status.steps[1].name
+        await journal.record(
+            Change(EventType.STEP_STARTED, first, {"status": StepState.RUNNING, "attempts": 1})
+        )
+        checkpoint = {"files": ["a.py", "ü.txt"], "nested": {"n": 1}}
+        await journal.record(
+            Change(
+                EventType.STEP_COMPLETED,
+                first,
+                {"status": StepState.COMPLETED, "progress": 100, "completed_at": utcnow()},
+                checkpoint=checkpoint,
+            ),
+            Change(
+                EventType.STEP_STARTED,
+                second,
+                {"status": StepState.RUNNING, "attempts": 1, "message": "Starting «now»"},
+            ),
+        )
+        assert await load_status(project_id) == journal.status
+        row = await InitializationStep.get(project_id=project_id, name=first)
+        assert row.checkpoint == checkpoint and row.completed_at is not None
+        records = await ProgressEventRecord.filter(project_id=project_id).order_by("seq")
+        assert [(r.seq, r.type) for r in records] == [
+            (1, "STEP_STARTED"),
+            (2, "STEP_COMPLETED"),
+            (3, "STEP_STARTED"),
+        ]
+        assert records[-1].payload["status"]["steps"][1]["message"] == "Starting «now»"
+        project = await Project.get(id=project_id)
+        assert project.last_seq == 3 and project.lease_expires_at is not None
+
+
 async def test_no_environments_means_environment_and_gitops_steps_are_skipped_and_run_finishes(
     settings: Settings,
 ) -> None:

@@ -71,8 +71,12 @@ class ProgressEvent:
 
     @cached_property
     def payload_json(self) -> str:
-        """The stored form as JSON, encoded once for the log and the bus."""
-        return json.dumps(self.payload(), separators=(",", ":"))
+        """``payload()`` as JSON, encoded once for the log and the bus."""
+        head = json.dumps(
+            {"type": self.type.value, "at": self.at.isoformat(), "step": self.step_name},
+            separators=(",", ":"),
+        )
+        return f'{head[:-1]},"status":{self.status.to_json_text()}}}'
 
     def to_wire(self) -> bytes:
         head = json.dumps({"projectId": self.project_id, "seq": self.seq}, separators=(",", ":"))

@@ -6,6 +6,7 @@ in-memory mirror (events), so a client renders identically from either.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -41,6 +42,10 @@ class StepView:
     def to_json(self) -> dict[str, Any]:
         """Cached: a step is immutable, and each event re-encodes every step of its run."""
         return self._json
+
+    @cached_property
+    def json_text(self) -> str:
+        return _compact(self._json)
 
     @cached_property
     def _json(self) -> dict[str, Any]:
@@ -142,11 +147,19 @@ class StatusView:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
+        return {**self._head(), "steps": [s.to_json() for s in self.steps]}
+
+    def to_json_text(self) -> str:
+        """``to_json`` encoded, reusing each (immutable) step's cached encoding."""
+        head = _compact(self._head())
+        steps = ",".join(s.json_text for s in self.steps)
+        return f'{head[:-1]},"steps":[{steps}]}}'
+
+    def _head(self) -> dict[str, Any]:
         return {
             "projectId": self.project_id,
             "status": self.status.value,
             "progress": self.progress,
-            "steps": [s.to_json() for s in self.steps],
             "error": self.error,
             "seq": self.seq,
             "updatedAt": _iso(self.updated_at),
@@ -164,6 +177,10 @@ class StatusView:
             seq=data["seq"],
             updated_at=updated,
         )
+
+
+def _compact(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _iso(value: datetime | None) -> str | None:

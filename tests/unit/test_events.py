@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from initflow.events import EventType, ProgressEvent
 
 WIRE = (
@@ -20,3 +22,9 @@ def test_only_terminal_events_and_finished_snapshots_end_a_stream() -> None:
     assert not event.ends_stream
     assert EventType.INITIALIZATION_CANCELED.is_terminal
     assert not EventType.STEP_FAILED.is_terminal
+
+
+def test_the_encoded_payload_is_the_payload() -> None:
+    event = ProgressEvent.from_wire(WIRE)
+    assert json.loads(event.payload_json) == event.payload()
+    assert json.loads(event.to_wire()) == {"projectId": "p", "seq": 2, **event.payload()}

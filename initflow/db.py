@@ -37,31 +37,37 @@ async def _keep_session(_connection: Any) -> None:
     """Pool check-in without asyncpg's RESET ALL round trip: we never change session state."""
 
 
-def _postgres_config(url: str, transaction_idle_timeout: float) -> dict[str, Any]:
+def _postgres_config(url: str, transaction_idle_timeout: float | None) -> dict[str, Any]:
     """A pool whose sessions cannot hold a project row hostage.
 
     A runner frozen (SIGSTOP, VM pause, partition) between the guarded UPDATE
     of its project row and COMMIT keeps the row locked, and the claim's
     ``SKIP LOCKED`` would skip that run forever. The server ends such a session
     after ``idle_in_transaction_session_timeout`` (releasing the lock; the frozen
-    runner's commit then fails), and TCP keepalives notice a vanished peer.
+    runner's commit then fails), and TCP keepalives notice a vanished peer. A
+    runner frozen *while sending* a statement leaves its backend ``active``
+    (waiting to read the rest), which the idle timeout does not cover:
+    ``statement_timeout`` (same bound) cancels it and its transaction.
     """
     config = expand_db_url(url)
     credentials = config["credentials"]
     credentials.setdefault("minsize", 1)
     credentials.setdefault("maxsize", 10)
-    credentials["server_settings"] = {
-        "idle_in_transaction_session_timeout": str(int(transaction_idle_timeout * 1000)),
+    settings = {
         "tcp_keepalives_idle": "10",
         "tcp_keepalives_interval": "5",
         "tcp_keepalives_count": "3",
     }
+    if transaction_idle_timeout is not None:  # None: migrations, which may run long
+        bound = str(int(transaction_idle_timeout * 1000))
+        settings.update(idle_in_transaction_session_timeout=bound, statement_timeout=bound)
+    credentials["server_settings"] = settings
     credentials["reset"] = _keep_session
     return config
 
 
 def connection_config(
-    database_url: str, transaction_idle_timeout: float = 10.0
+    database_url: str, transaction_idle_timeout: float | None = 10.0
 ) -> dict[str, Any] | str:
     """SQLite gets WAL, a busy timeout and foreign keys; Postgres a guarded pool."""
     scheme = urlsplit(database_url).scheme
@@ -86,7 +92,9 @@ def connection_config(
     )
 
 
-def tortoise_config(database_url: str, transaction_idle_timeout: float = 10.0) -> dict[str, Any]:
+def tortoise_config(
+    database_url: str, transaction_idle_timeout: float | None = 10.0
+) -> dict[str, Any]:
     # One connection name per backend: Tortoise caches SQL per connection name.
     name = "sqlite" if is_sqlite(database_url) else "postgres"
     return {
@@ -105,7 +113,7 @@ def tortoise_config(database_url: str, transaction_idle_timeout: float = 10.0) -
 
 async def apply_migrations(database_url: str) -> None:
     """Bring the schema to the latest migration (idempotent)."""
-    await tortoise_migrate(config=tortoise_config(database_url))
+    await tortoise_migrate(config=tortoise_config(database_url, transaction_idle_timeout=None))
 
 
 @dataclass

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from e2e.processes import create_user
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from .server import ApiClient, Server, create_user
+from .server import ApiClient, Server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

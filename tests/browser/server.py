@@ -7,84 +7,21 @@ never on bare sleeps.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-BIN_DIR = Path(sys.executable).parent
-INITFLOW = str(BIN_DIR / "initflow") if (BIN_DIR / "initflow").exists() else "initflow"
-
-# The developer's shell must not change what the child does.
-_SCRUBBED = (
-    "INITFLOW_CRASH_AT",
-    "INITFLOW_STEP_DELAY_SECONDS",
-    "INITFLOW_LEASE_TTL_SECONDS",
-    "INITFLOW_POLL_INTERVAL_SECONDS",
-    "INITFLOW_INSTANCE_ID",
-    "INITFLOW_HOST",
-    "INITFLOW_PORT",
-    "INITFLOW_PUBLIC_URL",
-    "INITFLOW_ALLOWED_ORIGINS",
-    "INITFLOW_WEBHOOK_URL",
-    "INITFLOW_TEMPLATE_DIRS",
-    "INITFLOW_TOKEN",
-    "INITFLOW_URL",
-    "DATABASE_URL",
-    "REDIS_URL",
-)
+from e2e.processes import INITFLOW, child_environment, free_port, wait_until
 
 STATUS_FIELDS = """
   projectId status progress error seq updatedAt
   steps { name title position status progress message attempts startedAt completedAt
           error { code message } nextAttemptAt }
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def child_env(data_dir: Path, extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    env["INITFLOW_DATA_DIR"] = str(data_dir)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def create_user(data_dir: Path, name: str) -> str:
-    """``initflow users create NAME`` prints the token as its last line."""
-    result = subprocess.run(
-        [INITFLOW, "users", "create", name],
-        env=child_env(data_dir, {}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return [line for line in result.stdout.splitlines() if line.strip()][-1].strip()
 
 
 class Server:
@@ -117,7 +54,7 @@ class Server:
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [INITFLOW, "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
-                env=child_env(self.data_dir, self.env),
+                env=child_environment(self.data_dir, self.env),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -169,7 +106,7 @@ class Worker:
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [INITFLOW, "worker"],
-                env=child_env(self.server.data_dir, self.server.env),
+                env=child_environment(self.server.data_dir, self.server.env),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 import uuid
@@ -19,6 +18,8 @@ import pytest
 import redis.asyncio
 from e2e.processes import log_lines, pg_connection, requires_git, wait_for
 from redis.asyncio.client import PubSub
+
+from initflow.events import decode_events
 
 from .fleet import create_project, prepare_fleet
 from .servers import PostgresCluster, RedisServer
@@ -67,7 +68,7 @@ async def test_a_heartbeat_after_the_final_commit_does_not_cancel_the_finished_r
             # publish is the final commit's. Stop Redis so that publish cannot finish.
             async def published() -> bool:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                return message is not None and json.loads(message["data"])["seq"] >= seq
+                return message is not None and decode_events(message["data"])[-1].seq >= seq
 
             await wait_for(published, timeout=5, what=f"event {seq} on Redis", interval=0)
             own_redis.pause()

@@ -51,7 +51,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from harness import private_redis
 from redis.asyncio import Redis
 
 from initflow.runner.worker import MAX_CONCURRENT_RUNS
@@ -276,36 +276,6 @@ async def redis_counters(redis: Redis) -> tuple[dict[str, int], float]:
     }
     cpu = await redis.info("cpu")
     return calls, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def private_redis(work_dir: Path):  # type: ignore[no-untyped-def]
-    """A redis-server of our own, so that its counters see this benchmark alone."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(work_dir), "--loglevel", "warning",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = Redis.from_url(url)
-        for _ in range(100):
-            with contextlib.suppress(Exception):
-                if await client.ping():
-                    break
-            await asyncio.sleep(0.05)
-        await client.aclose()
-        yield url
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 # --------------------------------------------------------------- one system ---------

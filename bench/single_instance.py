@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from harness import free_port
 from tortoise.backends.sqlite import client as sqlite_client
 
 from initflow.app import create_app
@@ -76,12 +76,6 @@ class CommitCounter:
         wrapper.commit = commit  # type: ignore[method-assign]
         sqlite_client.SqliteClient.execute_query = execute_query  # type: ignore[method-assign]
         sqlite_client.SqliteClient.execute_insert = execute_insert  # type: ignore[method-assign]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:

@@ -163,3 +163,70 @@ def done(clock: Clock, cpu_at_go: float, **extra: Any) -> None:
             **extra,
         },
     )
+
+
+# ------------------------------------------------ bench/recovery_peers.py (issue 7) ----
+# Added for the recovery benchmark; nothing above uses it.
+
+STEP3 = 2  # position of "step 3" (create_environments)
+# Every step ENTRY is a row (left_at set when the step ends), every finished run a row:
+# the orchestrator reads resume times, duplicates and lost runs from them.
+RECOVERY_DDL = """
+CREATE TABLE IF NOT EXISTS step_entries (
+    id bigserial PRIMARY KEY,
+    run_id text NOT NULL,
+    position integer NOT NULL,
+    worker text NOT NULL,
+    entered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    left_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS run_done (
+    run_id text NOT NULL,
+    worker text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+ENTRY_INSERT = (
+    "INSERT INTO step_entries (run_id, position, worker) VALUES (%s, %s, %s) RETURNING id"
+)
+ENTRY_LEFT = "UPDATE step_entries SET left_at = clock_timestamp() WHERE id = %s"
+RUN_DONE_INSERT = "INSERT INTO run_done (run_id, worker) VALUES (%s, %s)"
+CHECKPOINT_EXISTS = "SELECT 1 FROM bench_checkpoints WHERE run_id = %s AND step = %s"
+
+
+def recovery_arguments(description: str) -> argparse.Namespace:
+    """The options every ``bench/peers/recover_*.py`` worker takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--prefix", required=True, help="Redis key and queue prefix")
+    parser.add_argument("--worker-id", required=True, help="a, b: the instance's identity")
+    parser.add_argument("--setting", choices=("default", "tuned"), default="default")
+    parser.add_argument("--lease", type=float, default=10.0, help="tuned lease, seconds")
+    parser.add_argument("--step-delay", type=float, default=2.0, help="seconds per step")
+    parser.add_argument("--step3-delay", type=float, default=0.0, help="step 3's (0: same)")
+    parser.add_argument("--submit", action="store_true", help="submit the N runs first")
+    return parser.parse_args()
+
+
+def step_seconds(args: argparse.Namespace, position: int) -> float:
+    """How long a step sleeps: step 3 may last longer (room to start a standby worker)."""
+    if position == STEP3 and args.step3_delay > 0:
+        return float(args.step3_delay)
+    return float(args.step_delay)
+
+
+def gate_key(prefix: str) -> str:
+    """Set by the orchestrator once the runs may leave their first step's gate."""
+    return f"{prefix}:gate"
+
+
+def held_key(prefix: str) -> str:
+    """A set of the runs waiting at the gate (all held by the first worker)."""
+    return f"{prefix}:held"
+
+
+def announce(kind: str, **info: Any) -> None:
+    """``@@bench <kind> {json}`` on the real stdout (READY: the worker is consuming)."""
+    _send(kind, info)

@@ -15,6 +15,11 @@ class BusSubscription(Protocol):
         """The next event, or ``None`` after ``timeout`` or when events may have been lost."""
         ...
 
+    @property
+    def lost(self) -> bool:
+        """Whether the last ``None`` from ``get`` meant a possible loss (not a quiet period)."""
+        ...
+
 
 class ProgressBus(Protocol):
     async def publish(self, events: Sequence[ProgressEvent]) -> None:

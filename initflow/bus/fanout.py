@@ -17,6 +17,7 @@ class LocalSubscription:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[ProgressEvent] = asyncio.Queue(QUEUE_LIMIT)
         self._lost = asyncio.Event()
+        self.lost = False
 
     def deliver(self, event: ProgressEvent) -> None:
         try:
@@ -28,8 +29,10 @@ class LocalSubscription:
         self._lost.set()
 
     async def get(self, timeout: float) -> ProgressEvent | None:
+        self.lost = False
         if self._lost.is_set() and self._queue.empty():
             self._lost.clear()
+            self.lost = True
             return None
         queued = asyncio.ensure_future(self._queue.get())
         lost = asyncio.ensure_future(self._lost.wait())
@@ -43,6 +46,7 @@ class LocalSubscription:
                 queued.cancel()
         if queued in done:
             return queued.result()
+        self.lost = lost in done
         self._lost.clear()
         return None
 

@@ -12,6 +12,7 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -90,6 +91,10 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        # Clients send the same few documents again and again (every subscription,
+        # every dashboard poll): validate each distinct one once. (No ParserCache:
+        # it would parse past MaxTokensLimiter's bound.)
+        lambda: ValidationCache(maxsize=256),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)

@@ -9,6 +9,8 @@ stream is complete even though the bus is at-most-once.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from uuid import UUID
@@ -23,6 +25,7 @@ from initflow.services.snapshots import load_status
 
 RECHECK_SECONDS = 5.0
 REPLAY_BATCH = 500
+LAST_SEQ_SHARED_FOR = 1.0
 
 
 async def read_events(project_id: UUID, after: int) -> list[ProgressEvent]:
@@ -32,6 +35,36 @@ async def read_events(project_id: UUID, after: int) -> list[ProgressEvent]:
         .limit(REPLAY_BATCH)
     )
     return [ProgressEvent.from_payload(str(project_id), r.seq, r.payload) for r in rows]
+
+
+async def read_last_seq(project_id: UUID) -> int:
+    connection = Project._meta.db
+    postgres = connection.capabilities.dialect == "postgres"
+    sql = "SELECT last_seq FROM projects WHERE id = " + ("$1" if postgres else "?")
+    _, rows = await connection.execute_query(sql, [project_id if postgres else str(project_id)])
+    return int(rows[0]["last_seq"]) if rows else 0
+
+
+class SharedLastSeq:
+    """``projects.last_seq`` read at most once a second per project, shared by its streams.
+
+    A quiet stream re-checks the log in case the bus lost an event; with thousands
+    of subscribers on a few projects, one read per project serves them all.
+    """
+
+    def __init__(self, max_age: float = LAST_SEQ_SHARED_FOR) -> None:
+        self._max_age = max_age
+        self._reads: dict[UUID, tuple[float, asyncio.Future[int]]] = {}
+
+    async def get(self, project_id: UUID) -> int:
+        now = time.monotonic()
+        entry = self._reads.get(project_id)
+        if entry is None or now - entry[0] > self._max_age or entry[1].cancelled():
+            if len(self._reads) > 10_000:
+                self._reads = {p: e for p, e in self._reads.items() if now - e[0] <= self._max_age}
+            entry = (now, asyncio.ensure_future(read_last_seq(project_id)))
+            self._reads[project_id] = entry
+        return await asyncio.shield(entry[1])
 
 
 class ProgressStream:
@@ -44,6 +77,7 @@ class ProgressStream:
         self._bus = bus
         self._metrics = metrics
         self._recheck = recheck_seconds
+        self._last_seq = SharedLastSeq()
 
     async def events(
         self, project_id: UUID, owner_id: UUID, after_seq: int | None
@@ -108,7 +142,7 @@ class ProgressStream:
                     last = pending.seq
                     if pending.type.is_terminal:
                         return
-                pending = await self._next_live(live, last)
+                pending = await self._next_live(project_id, live, last)
 
     async def _backfill(self, project_id: UUID, after: int) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []
@@ -119,9 +153,14 @@ class ProgressStream:
                 return events
             after = batch[-1].seq
 
-    async def _next_live(self, live: BusSubscription, last: int) -> ProgressEvent | None:
-        """The next live event newer than ``last``; ``None`` means "check the log"."""
+    async def _next_live(
+        self, project_id: UUID, live: BusSubscription, last: int
+    ) -> ProgressEvent | None:
+        """The next live event newer than ``last``; ``None`` means "read the log"."""
         while True:
             event = await live.get(self._recheck)
-            if event is None or event.seq > last:
-                return event
+            if event is not None:
+                if event.seq > last:
+                    return event
+            elif live.lost or await self._last_seq.get(project_id) > last:
+                return None

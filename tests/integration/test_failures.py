@@ -59,7 +59,8 @@ async def test_a_step_failing_twice_transiently_then_succeeding_is_invisible_to_
     registry = default_registry().replaced(render_template=FlakyRender(failures=2))
     api: Api = await api_for(registry=registry)
     project_id = await api.create_project("Flaky")
-    async with api.subscribe(project_id) as stream:
+    # afterSeq 0: every event from the first, however far the run got before we listen.
+    async with api.subscribe(project_id, after_seq=0) as stream:
         events = await stream.events_until_complete(timeout=60)
     types = [e["type"] for e in events]
     assert types.count("STEP_RETRYING") == 2
@@ -78,7 +79,7 @@ async def test_a_permanent_failure_then_retry_resumes_from_the_failed_step(api_f
     registry = default_registry().replaced(render_template=BrokenOnce())
     api: Api = await api_for(registry=registry)
     project_id = await api.create_project("Fixable")
-    async with api.subscribe(project_id) as stream:
+    async with api.subscribe(project_id, after_seq=0) as stream:
         events = await stream.events_until_complete()
     assert [e["type"] for e in events][-2:] == ["STEP_FAILED", "INITIALIZATION_FAILED"]
     failed = await api.status(project_id)
@@ -156,10 +157,13 @@ async def test_a_hanging_step_is_reported_stalled_then_times_out_and_fails(api_f
     query = """query($id: ID!) { projectStatus(projectId: $id) {
         status steps { name status stalledSince error { code } } } }"""
     stalled = None
-    async with api.subscribe(project_id) as stream:
+    seen: list[dict[str, Any]] = []
+    # afterSeq 0: every event from the first, however far the run got before we listen.
+    async with api.subscribe(project_id, after_seq=0) as stream:
         while True:
             event = await stream.next_event(timeout=60)
             assert event is not None
+            seen.append(event)
             if event["type"] == "STEP_STARTED" and event["step"]["name"] == "render_template":
                 break
         for _ in range(200):
@@ -171,7 +175,7 @@ async def test_a_hanging_step_is_reported_stalled_then_times_out_and_fails(api_f
             await asyncio.sleep(0.05)
         events = await stream.events_until_complete(timeout=60)
     assert stalled is not None and stalled["status"] == "RUNNING"
-    types = [e["type"] for e in events]
+    types = [e["type"] for e in seen + events]
     assert types.count("STEP_RETRYING") == 2
     assert types[-1] == "INITIALIZATION_FAILED"
     final = await api.status(project_id)

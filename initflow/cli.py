@@ -98,10 +98,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from initflow.db import apply_migrations
+    from initflow.db import open_database
 
-    settings = _settings(args)
-    asyncio.run(apply_migrations(settings.effective_database_url))
+    async def migrate(url: str) -> None:
+        # Through open_database/close: they also close the connection the migrator
+        # opened, whose SQLite worker thread would keep the process alive otherwise.
+        database = await open_database(url, migrate=True)
+        await database.close()
+
+    asyncio.run(migrate(_settings(args).effective_database_url))
     print("migrations applied", flush=True)
     return 0
 

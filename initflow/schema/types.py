@@ -20,6 +20,9 @@ StepState = strawberry.enum(states.StepState, name="StepState")
 InitEventType = strawberry.enum(EventType, name="InitEventType")
 
 
+GRAPHQL_INT_MAX = 2**31 - 1
+
+
 @strawberry.type
 class StepError:
     code: str
@@ -38,7 +41,10 @@ class InitializationStep:
     started_at: datetime | None
     completed_at: datetime | None
     duration_ms: int | None = strawberry.field(
-        description="Completed steps: completedAt - startedAt; a running step: time so far."
+        description=(
+            "Completed steps: completedAt - startedAt; a running step: time so far. "
+            "Null beyond GraphQL's 32-bit Int (about 24.8 days): startedAt still tells."
+        )
     )
     error: StepError | None
     next_attempt_at: datetime | None = strawberry.field(
@@ -57,6 +63,8 @@ class InitializationStep:
             if view.started_at is not None and end is not None
             else None
         )
+        if duration is not None and duration > GRAPHQL_INT_MAX:
+            duration = None  # one step stuck for weeks must not fail the whole query
         error = (
             StepError(code=view.error_code, message=view.error_message or view.error_code)
             if view.error_code is not None

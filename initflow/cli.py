@@ -35,6 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from initflow.app import create_app
+    from initflow.garbage_collection import freeze_start_up_heap
     from initflow.services.auth import ensure_admin
 
     settings = _settings(args)
@@ -48,6 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if token is not None:
             print("  First start: created user 'admin'. Its API token (shown once):", flush=True)
             print(token, flush=True)
+        freeze_start_up_heap()
 
     app.on_startup.append(announce)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)

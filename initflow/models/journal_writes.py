@@ -117,20 +117,16 @@ def _assignments(columns: Sequence[str], mark: Callable[[], str]) -> str:
     return ", ".join(f'"{c}" = {mark()}' for c in ("updated_at", *columns))
 
 
-def _step_values(write: JournalWrite, postgres: bool) -> list[Any]:
-    values: list[Any] = []
-    for name, columns in write.step_columns.items():
-        values.append(write.updated_at)
-        values += [_column_value(c, v, postgres) for c, v in columns.items()]
-        values.append(name)
-    return values
+def _step_assignments(write: JournalWrite, postgres: bool) -> list[tuple[str, list[Any]]]:
+    """Per touched step: its name and the values of its SET clause, in order."""
+    return [
+        (name, [write.updated_at, *(_column_value(c, v, postgres) for c, v in columns.items())])
+        for name, columns in write.step_columns.items()
+    ]
 
 
-def _event_values(write: JournalWrite) -> list[Any]:
-    values: list[Any] = []
-    for event in write.events:
-        values += [event.seq, event.type, event.payload_json, event.created_at]
-    return values
+def _event_row(event: EventRow) -> list[Any]:
+    return [event.seq, event.type, event.payload_json, event.created_at]
 
 
 def _shape(write: JournalWrite) -> tuple[Any, ...]:
@@ -176,7 +172,11 @@ def _postgres_sql(shape: tuple[Any, ...]) -> str:
 
 
 async def _write_postgres(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
-    values = _project_values(write, True) + _step_values(write, True) + _event_values(write)
+    values = _project_values(write, True)
+    for name, assignments in _step_assignments(write, True):
+        values += [*assignments, name]
+    for event in write.events:
+        values += _event_row(event)
     _, rows = await connection.execute_query(_postgres_sql(_shape(write)), values)
     return bool(rows[0]["matched"] == 1)
 
@@ -206,12 +206,9 @@ async def _write_sqlite(connection: BaseDBAsyncClient, write: JournalWrite) -> b
     if matched != 1:
         return False
     project_id = str(write.project_id)
-    for sql, (name, columns) in zip(step_sqls, write.step_columns.items(), strict=True):
-        values = [write.updated_at, *(_column_value(c, v, False) for c, v in columns.items())]
-        await connection.execute_query(sql, [*values, project_id, name])
+    for sql, (name, assignments) in zip(step_sqls, _step_assignments(write, False), strict=True):
+        await connection.execute_query(sql, [*assignments, project_id, name])
     if write.events:
-        values = []
-        for event in write.events:
-            values += [project_id, event.seq, event.type, event.payload_json, event.created_at]
-        await connection.execute_query(events_sql, values)
+        rows = [[project_id, *_event_row(event)] for event in write.events]
+        await connection.execute_query(events_sql, [value for row in rows for value in row])
     return True

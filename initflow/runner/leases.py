@@ -25,7 +25,7 @@ from tortoise.expressions import Q
 from initflow.clock import utcnow
 from initflow.errors import LeaseLost
 from initflow.models import Project
-from initflow.models.journal_writes import Guard
+from initflow.models.journal_writes import Guard, is_postgres
 from initflow.services.journal import guarded_transaction
 from initflow.states import ProjectState
 
@@ -91,7 +91,7 @@ def _lease(row: dict[str, Any], owner: str, ttl: timedelta, token: int) -> Lease
 async def claim_next(owner: str, ttl: timedelta, exclude: Collection[UUID] = ()) -> Lease | None:
     """Claim the oldest claimable project, or return ``None`` when there is none."""
     connection = Project._meta.db
-    if connection.capabilities.dialect == "postgres":
+    if is_postgres(connection):
         return await _claim_skip_locked(connection, owner, ttl, exclude)
     return await _claim_compare_and_set(owner, ttl, exclude)
 

@@ -21,6 +21,7 @@ from initflow.errors import InvalidInput, NotFound
 from initflow.events import EventType, ProgressEvent
 from initflow.metrics import Metrics
 from initflow.models import ProgressEventRecord, Project
+from initflow.models.journal_writes import is_postgres
 from initflow.services.snapshots import load_status
 
 RECHECK_SECONDS = 5.0
@@ -39,7 +40,7 @@ async def read_events(project_id: UUID, after: int) -> list[ProgressEvent]:
 
 async def read_last_seq(project_id: UUID) -> int:
     connection = Project._meta.db
-    postgres = connection.capabilities.dialect == "postgres"
+    postgres = is_postgres(connection)
     sql = "SELECT last_seq FROM projects WHERE id = " + ("$1" if postgres else "?")
     _, rows = await connection.execute_query(sql, [project_id if postgres else str(project_id)])
     return int(rows[0]["last_seq"]) if rows else 0

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from initflow.errors import NotFound
 from initflow.models import Project
+from initflow.models.journal_writes import is_postgres
 from initflow.states import ProjectState, StepState
 from initflow.status import StatusView, StepView
 
@@ -77,7 +78,7 @@ def _status(project_id: UUID, rows: Sequence[Mapping[str, Any]]) -> StatusView:
 async def load_status(project_id: UUID, owner_id: UUID | None = None) -> StatusView:
     """The project's status; ``owner_id`` restricts it to that owner's projects."""
     connection = Project._meta.db
-    dialect = "postgres" if connection.capabilities.dialect == "postgres" else "sqlite"
+    dialect = "postgres" if is_postgres(connection) else "sqlite"
     values: list[Any] = [project_id] if owner_id is None else [project_id, owner_id]
     if dialect == "sqlite":
         values = [str(v) for v in values]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
@@ -52,6 +52,10 @@ class ProgressEvent:
     at: datetime
     step_name: str | None
     status: StatusView
+    derived_views: dict[object, object] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """Views built from this event (its GraphQL form), shared by every local subscriber."""
 
     @property
     def ends_stream(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,43 +13,54 @@ QUEUE_LIMIT = 1000
 
 
 class LocalSubscription:
-    """One subscriber's queue; overflow or a bus reconnect marks it as possibly lossy."""
+    """One subscriber's queue; overflow or a bus reconnect marks it as possibly lossy.
+
+    ``get`` returns a queued event without suspending or allocating; only an empty
+    queue parks the reader on one future (no task per event: thousands of
+    subscribers each wake once per event).
+    """
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[ProgressEvent] = asyncio.Queue(QUEUE_LIMIT)
-        self._lost = asyncio.Event()
+        self._queue: deque[ProgressEvent] = deque()
+        self._lost_pending = False
+        self._waiter: asyncio.Future[None] | None = None
         self.lost = False
 
     def deliver(self, event: ProgressEvent) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self._lost.set()
+        if len(self._queue) >= QUEUE_LIMIT:
+            self.mark_lost()
+            return
+        self._queue.append(event)
+        self._wake()
 
     def mark_lost(self) -> None:
-        self._lost.set()
+        self._lost_pending = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def get(self, timeout: float) -> ProgressEvent | None:
+        """The next event; ``None`` after ``timeout`` or on loss (then ``lost`` is set)."""
         self.lost = False
-        if self._lost.is_set() and self._queue.empty():
-            self._lost.clear()
-            self.lost = True
-            return None
-        queued = asyncio.ensure_future(self._queue.get())
-        lost = asyncio.ensure_future(self._lost.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {queued, lost}, timeout=timeout, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            lost.cancel()
-            if not queued.done():
-                queued.cancel()
-        if queued in done:
-            return queued.result()
-        self.lost = lost in done
-        self._lost.clear()
+        if not self._queue and not self._lost_pending:
+            await self._wait(timeout)
+        if self._queue:
+            return self._queue.popleft()
+        self.lost = self._lost_pending
+        self._lost_pending = False
         return None
+
+    async def _wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
 
 class LocalFanout:

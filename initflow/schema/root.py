@@ -28,6 +28,7 @@ from initflow.resolvers.templates import templates
 from initflow.resolvers.viewer import viewer
 from initflow.schema.errors import InitflowErrors
 from initflow.schema.project import Project
+from initflow.schema.shared_events import SharedEventExecutor
 from initflow.schema.types import (
     CreateProjectPayload,
     InitializationPayload,
@@ -99,7 +100,11 @@ def build_schema(*, introspection: bool = True) -> strawberry.Schema:
     if not introspection:
         extensions.append(DisableIntrospection)
     return InitflowSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        execution_context_class=SharedEventExecutor,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, cast
 
@@ -120,17 +122,30 @@ class InitProgressEvent:
     at: datetime
     step: InitializationStep | None
     status: ProjectStatus
+    shared_results: strawberry.Private[dict[Hashable, object]] = dataclass_field(
+        default_factory=dict
+    )
 
     @classmethod
     def from_event(cls, event: ProgressEvent, stall_after: timedelta) -> InitProgressEvent:
+        """The event's GraphQL view, built once per event object and shared by its subscribers.
+
+        Durations and stalls of running steps are therefore as of the event's first
+        delivery in this process, not each subscriber's.
+        """
+        view = event.derived_views.get(cls)
+        if isinstance(view, cls):
+            return view
         step = event.status.step(event.step_name) if event.step_name else None
-        return cls(
+        view = cls(
             seq=event.seq,
             type=event.type,
             at=event.at,
             step=InitializationStep.from_view(step, stall_after) if step else None,
             status=ProjectStatus.from_view(event.status, stall_after),
         )
+        event.derived_views[cls] = view
+        return view
 
 
 @strawberry.type

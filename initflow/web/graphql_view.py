@@ -8,6 +8,8 @@ socket is refused before ``connection_ack``.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +38,51 @@ def _authorization_param(params: Any) -> str | None:
     return None
 
 
+class FrameEncoder:
+    """JSON frames for the WebSocket; a result's data is encoded once however many receive it.
+
+    A live event's result data is one object shared by every subscriber of the same
+    subscription (``initflow.schema.shared_events``), so its text is kept by object
+    identity for the most recent results. Entries hold their object, so an identity
+    cannot be reused while it is cached; shared results are never mutated.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._texts: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+    def encode(self, message: object) -> str:
+        frame = _result_frame(message)
+        if frame is None:
+            return json.dumps(message, separators=(",", ":"))
+        operation_id, kind, data = frame
+        body = self._data_text(data)
+        return f'{{"id":{json.dumps(operation_id)},"type":"{kind}","payload":{{"data":{body}}}}}'
+
+    def _data_text(self, data: object) -> str:
+        entry = self._texts.get(id(data))
+        if entry is not None and entry[0] is data:
+            return entry[1]
+        text = json.dumps(data, separators=(",", ":"))
+        self._texts[id(data)] = (data, text)
+        if len(self._texts) > self._size:
+            self._texts.popitem(last=False)
+        return text
+
+
+def _result_frame(message: object) -> tuple[str, str, object] | None:
+    """(id, type, data) of a subscription result frame that carries data only."""
+    if not isinstance(message, dict) or message.get("type") not in ("next", "data"):
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or payload.keys() != {"data"}:
+        return None
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str):
+        return None
+    return operation_id, str(message["type"]), payload["data"]
+
+
 class InitflowGraphQLView(GraphQLView[Context, None]):
     def __init__(self, services: Services, **kwargs: Any) -> None:
         settings = services.settings
@@ -49,6 +96,10 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
         )
         self.services = services
         self._connections: dict[str, int] = {}
+        self._frames = FrameEncoder()
+
+    def encode_json(self, data: object) -> str:
+        return self._frames.encode(data)
 
     async def render_graphql_ide(self, request: web.Request) -> web.Response:
         """The playground with its assets served locally (see ``initflow.web.graphiql``)."""

@@ -12,7 +12,7 @@ def _statuses(status: dict[str, Any]) -> list[str]:
 
 
 def _stable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Events without ``durationMs``, which for a running step is measured at delivery."""
+    """Events without ``durationMs``, which for a running step is as of delivery."""
     for event in events:
         for step in event["status"]["steps"]:
             step.pop("durationMs")

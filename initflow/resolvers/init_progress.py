@@ -14,8 +14,10 @@ async def init_progress(
     info: Info, project_id: strawberry.ID, after_seq: int | None = None
 ) -> AsyncGenerator[InitProgressEvent, None]:
     """SNAPSHOT then live events (or, with ``afterSeq``, exactly the events after it)."""
+    services = info.context.services
     user = info.context.require_user()
-    stream = info.context.services.progress.events(parse_project_id(project_id), user.id, after_seq)
+    stall_after = services.settings.stall_after
+    stream = services.progress.events(parse_project_id(project_id), user.id, after_seq)
     async with aclosing(stream):  # release the bus subscription as soon as the client leaves
         async for event in stream:
-            yield InitProgressEvent.from_event(event, info.context.services.settings.stall_after)
+            yield InitProgressEvent.from_event(event, stall_after)

@@ -125,10 +125,13 @@ class ProgressStream:
                 last = after_seq
                 if project.status.is_terminal and last == project.last_seq:
                     return
-            # Replay whatever the log holds beyond ``last`` before listening live.
+            # With afterSeq, replay what the log holds beyond it before listening live.
+            # After a snapshot there is nothing to replay: the bus was live before the
+            # snapshot was read, so every later commit is on it (or loss is flagged).
+            read_log = after_seq is not None
             pending: ProgressEvent | None = None
             while True:
-                if pending is None or pending.seq > last + 1:
+                if read_log:
                     for event in await self._backfill(project_id, last):
                         yield event
                         last = event.seq
@@ -144,6 +147,7 @@ class ProgressStream:
                     if pending.type.is_terminal:
                         return
                 pending = await self._next_live(project_id, live, last)
+                read_log = pending is None or pending.seq > last + 1
 
     async def _backfill(self, project_id: UUID, after: int) -> list[ProgressEvent]:
         events: list[ProgressEvent] = []

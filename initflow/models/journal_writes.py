@@ -129,7 +129,8 @@ def _event_row(event: EventRow) -> list[Any]:
     return [event.seq, event.type, event.payload_json, event.created_at]
 
 
-def _shape(write: JournalWrite) -> tuple[Any, ...]:
+def write_shape(write: JournalWrite) -> tuple[Any, ...]:
+    """The statement a write needs; writes of one shape can share one (``write_postgres_batch``)."""
     return (
         tuple(write.project_columns),
         _guard_shape(write.guard),
@@ -150,35 +151,63 @@ class _Numbered:
 
 
 @lru_cache(maxsize=512)
-def _postgres_sql(shape: tuple[Any, ...]) -> str:
+def _postgres_sql(shape: tuple[Any, ...], count: int = 1) -> str:
+    """``count`` writes of one shape in one statement; returns the ids whose guard matched.
+
+    Each write's step updates and event inserts hang off its own guarded project
+    update, so every write is still all-or-nothing, independently of the others.
+    """
     project_columns, guard, steps, event_count = shape
     mark = _Numbered()
-    parts = [f"WITH project AS ({_project_sql(project_columns, guard, mark, True)} RETURNING id)"]
-    for index, columns in enumerate(steps):
-        parts.append(
-            f"step_{index} AS (UPDATE initialization_steps SET {_assignments(columns, mark)} "
-            f"WHERE project_id = (SELECT id FROM project) AND name = {mark()})"
-        )
-    if event_count:
-        rows = ", ".join(
-            f"({mark()}::int, {mark()}::varchar, {mark()}::jsonb, {mark()}::timestamptz)"
-            for _ in range(event_count)
-        )
-        parts.append(
-            "events AS (INSERT INTO progress_events (project_id, seq, type, payload, created_at)"
-            f" SELECT project.id, e.* FROM project, (VALUES {rows}) AS e)"
-        )
-    return ", ".join(parts) + " SELECT count(*) AS matched FROM project"
+    parts: list[str] = []
+    for i in range(count):
+        project = _project_sql(project_columns, guard, mark, True)
+        parts.append(f"project_{i} AS ({project} RETURNING id)")
+        for j, columns in enumerate(steps):
+            parts.append(
+                f"step_{i}_{j} AS (UPDATE initialization_steps SET {_assignments(columns, mark)} "
+                f"WHERE project_id = (SELECT id FROM project_{i}) AND name = {mark()})"
+            )
+        if event_count:
+            rows = ", ".join(
+                f"({mark()}::int, {mark()}::varchar, {mark()}::jsonb, {mark()}::timestamptz)"
+                for _ in range(event_count)
+            )
+            parts.append(
+                f"events_{i} AS (INSERT INTO progress_events"
+                " (project_id, seq, type, payload, created_at)"
+                f" SELECT project_{i}.id, e.* FROM project_{i}, (VALUES {rows}) AS e)"
+            )
+    matched = " UNION ALL ".join(f"SELECT id FROM project_{i}" for i in range(count))
+    return f"WITH {', '.join(parts)} {matched}"
 
 
-async def _write_postgres(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
+def _postgres_values(write: JournalWrite) -> list[Any]:
     values = _project_values(write, True)
     for name, assignments in _step_assignments(write, True):
         values += [*assignments, name]
     for event in write.events:
         values += _event_row(event)
-    _, rows = await connection.execute_query(_postgres_sql(_shape(write)), values)
-    return bool(rows[0]["matched"] == 1)
+    return values
+
+
+async def _write_postgres(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
+    return (await write_postgres_batch(connection, [write]))[0]
+
+
+async def write_postgres_batch(
+    connection: BaseDBAsyncClient, writes: Sequence[JournalWrite]
+) -> list[bool]:
+    """Several writes of one shape, for distinct projects, in one statement (Postgres only).
+
+    Returns, per write, whether its guard matched. Distinct projects: two updates
+    of one row in one statement would not both take effect.
+    """
+    shape = write_shape(writes[0])
+    values = [value for write in writes for value in _postgres_values(write)]
+    _, rows = await connection.execute_query(_postgres_sql(shape, len(writes)), values)
+    matched = {row["id"] for row in rows}
+    return [write.project_id in matched for write in writes]
 
 
 def _question() -> str:
@@ -201,7 +230,7 @@ def _sqlite_sql(shape: tuple[Any, ...]) -> tuple[str, tuple[str, ...], str]:
 
 
 async def _write_sqlite(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
-    project_sql, step_sqls, events_sql = _sqlite_sql(_shape(write))
+    project_sql, step_sqls, events_sql = _sqlite_sql(write_shape(write))
     matched, _ = await connection.execute_query(project_sql, _project_values(write, False))
     if matched != 1:
         return False

@@ -25,6 +25,7 @@ from initflow.clock import utcnow
 from initflow.events import EventType, ProgressEvent
 from initflow.models import Project
 from initflow.models.journal_writes import EventRow, Guard, JournalWrite, is_postgres, write_journal
+from initflow.services.group_commit import group_commit
 from initflow.states import ProjectState, check_project_transition, check_step_transition
 from initflow.status import StatusView
 
@@ -146,10 +147,11 @@ async def commit_changes(
 async def _commit(
     write: JournalWrite, lost: Callable[[], Exception], effects: Effects | None
 ) -> None:
-    """Postgres without effects: one statement, its own transaction; else one transaction."""
+    """Postgres without effects: one statement, maybe shared with other runs' writes
+    (``services/group_commit.py``); else one transaction."""
     database = Project._meta.db
     if effects is None and is_postgres(database):
-        if not await write_journal(database, write):
+        if not await group_commit().write(write):
             raise lost()
         return
     async with in_transaction() as connection:

@@ -22,12 +22,12 @@ from initflow.clock import utcnow
 from initflow.errors import InitflowError, LeaseLost, PermanentStepError, TransientStepError
 from initflow.events import EventType
 from initflow.metrics import Metrics
-from initflow.models import AuditEntry, Project
+from initflow.models import AuditEntry
 from initflow.runner.faults import CrashPoints
 from initflow.runner.journal import Change, RunJournal
 from initflow.runner.leases import Lease, fenced_transaction, release, renew
 from initflow.runner.registry import ProjectFacts, StepContext, StepRegistry, StepResult
-from initflow.services.snapshots import load_status
+from initflow.services.snapshots import load_run_start
 from initflow.services.templates import TemplateCatalog
 from initflow.services.webhooks import record_delivery
 from initflow.settings import Settings
@@ -118,19 +118,19 @@ class Executor:
                 return
 
     async def _run(self) -> None:
-        project = await Project.get(id=self.lease.project_id)
-        self._failed_attempts = project.run_attempts
-        status = await load_status(project.id)
+        start = await load_run_start(self.lease.project_id)
+        self._failed_attempts = start.run_attempts
+        status = start.status
         journal = RunJournal(self.lease, status, self._bus)
         facts = ProjectFacts(
-            id=project.id,
-            owner_id=project.owner_id,  # type: ignore[attr-defined]
-            name=project.name,
-            slug=project.slug,
-            template=project.template,
-            parameters=dict(project.parameters),
-            environments=tuple(project.environment_names),
-            created_at=project.created_at,
+            id=self.lease.project_id,
+            owner_id=start.owner_id,
+            name=start.name,
+            slug=start.slug,
+            template=start.template,
+            parameters=start.parameters,
+            environments=start.environments,
+            created_at=start.created_at,
         )
         if self.lease.taken_over_from:
             self._metrics.takeovers.inc()

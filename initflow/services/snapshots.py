@@ -9,6 +9,7 @@ query building and model instances cost more than the query itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -20,7 +21,7 @@ from initflow.states import ProjectState, StepState
 from initflow.status import StatusView, StepView
 
 _STATUS_SQL = """
-SELECT p.status AS project_status, p.initialization_error, p.last_seq,
+SELECT {run_columns}p.status AS project_status, p.initialization_error, p.last_seq,
        p.updated_at AS project_updated_at,
        s.name, s.position, s.status, s.progress, s.message, s.attempts, s.started_at,
        s.completed_at, s.error_code, s.error_message, s.updated_at, s.next_attempt_at
@@ -29,12 +30,37 @@ JOIN initialization_steps AS s ON s.project_id = p.id
 WHERE p.id = {project} {owner}
 ORDER BY s.position
 """
-_SQL = {
-    ("postgres", False): _STATUS_SQL.format(project="$1", owner=""),
-    ("postgres", True): _STATUS_SQL.format(project="$1", owner="AND p.owner_id = $2"),
-    ("sqlite", False): _STATUS_SQL.format(project="?", owner=""),
-    ("sqlite", True): _STATUS_SQL.format(project="?", owner="AND p.owner_id = ?"),
+_RUN_COLUMNS = (
+    "p.owner_id, p.name AS project_name, p.slug, p.template, p.parameters, "
+    "p.environment_names, p.created_at AS project_created_at, p.run_attempts, "
+)
+_BY_ID = {
+    "postgres": _STATUS_SQL.format(run_columns="", project="$1", owner=""),
+    "sqlite": _STATUS_SQL.format(run_columns="", project="?", owner=""),
 }
+_BY_ID_AND_OWNER = {
+    "postgres": _STATUS_SQL.format(run_columns="", project="$1", owner="AND p.owner_id = $2"),
+    "sqlite": _STATUS_SQL.format(run_columns="", project="?", owner="AND p.owner_id = ?"),
+}
+_RUN_SQL = {
+    "postgres": _STATUS_SQL.format(run_columns=_RUN_COLUMNS, project="$1", owner=""),
+    "sqlite": _STATUS_SQL.format(run_columns=_RUN_COLUMNS, project="?", owner=""),
+}
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What an executor reads before its first step: the status and the run's inputs."""
+
+    status: StatusView
+    owner_id: UUID
+    name: str
+    slug: str
+    template: str
+    parameters: dict[str, Any]
+    environments: tuple[str, ...]
+    created_at: datetime
+    run_attempts: int
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -75,14 +101,42 @@ def _status(project_id: UUID, rows: Sequence[Mapping[str, Any]]) -> StatusView:
     )
 
 
-async def load_status(project_id: UUID, owner_id: UUID | None = None) -> StatusView:
-    """The project's status; ``owner_id`` restricts it to that owner's projects."""
+async def _rows(sql: Mapping[str, str], *values: UUID) -> Sequence[Mapping[str, Any]]:
     connection = Project._meta.db
     dialect = "postgres" if is_postgres(connection) else "sqlite"
-    values: list[Any] = [project_id] if owner_id is None else [project_id, owner_id]
-    if dialect == "sqlite":
-        values = [str(v) for v in values]
-    _, rows = await connection.execute_query(_SQL[dialect, owner_id is not None], values)
+    parameters: list[Any] = list(values) if dialect == "postgres" else [str(v) for v in values]
+    _, rows = await connection.execute_query(sql[dialect], parameters)
     if not rows:
         raise NotFound("Project not found")
-    return _status(project_id, rows)
+    return rows
+
+
+async def load_status(project_id: UUID, owner_id: UUID | None = None) -> StatusView:
+    """The project's status; ``owner_id`` restricts it to that owner's projects."""
+    if owner_id is None:
+        return _status(project_id, await _rows(_BY_ID, project_id))
+    return _status(project_id, await _rows(_BY_ID_AND_OWNER, project_id, owner_id))
+
+
+async def load_run_start(project_id: UUID) -> RunStart:
+    """The status and the run's inputs in one read (every run starts with it)."""
+    rows = await _rows(_RUN_SQL, project_id)
+    first = rows[0]
+    created_at = _timestamp(first["project_created_at"])
+    assert created_at is not None
+    return RunStart(
+        status=_status(project_id, rows),
+        owner_id=UUID(str(first["owner_id"])),
+        name=first["project_name"],
+        slug=first["slug"],
+        template=first["template"],
+        parameters=_json_column("parameters", first["parameters"]),
+        environments=tuple(_json_column("environment_names", first["environment_names"])),
+        created_at=created_at,
+        run_attempts=first["run_attempts"],
+    )
+
+
+def _json_column(name: str, value: Any) -> Any:
+    """JSON as the driver returns it (text on both dialects here), parsed as Tortoise does."""
+    return Project._meta.fields_map[name].to_python_value(value)

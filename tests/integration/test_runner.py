@@ -14,7 +14,7 @@ from initflow.runner.journal import Change, RunJournal
 from initflow.runner.leases import claim_next, release, renew
 from initflow.runner.registry import StepContext, StepResult
 from initflow.runner.steps import default_registry
-from initflow.services.snapshots import load_status
+from initflow.services.snapshots import load_run_start, load_status
 from initflow.settings import Settings
 from initflow.states import ProjectState, StepState
 from tests.integration.runner_support import world
@@ -179,3 +179,24 @@ async def test_a_permanent_step_failure_fails_the_step_and_the_project_with_its_
         )
         assert types[-2:] == [EventType.STEP_FAILED, EventType.INITIALIZATION_FAILED]
         assert (await Project.get(id=project_id)).lease_owner is None
+
+
+async def test_a_run_starts_from_the_inputs_the_project_was_created_with(
+    settings: Settings,
+) -> None:
+    async with world(settings) as w:
+        project_id = await w.create(
+            "Inputs Ünïcode", parameters={"port": 9000}, environments=["dev", "prod"]
+        )
+        start = await load_run_start(project_id)
+        project = await Project.get(id=project_id)
+        assert start.status == await load_status(project_id)
+        assert (start.owner_id, start.name, start.slug, start.template) == (
+            w.owner.id,
+            "Inputs Ünïcode",
+            project.slug,
+            "python-service",
+        )
+        assert start.parameters == project.parameters and start.parameters["port"] == 9000
+        assert start.environments == ("dev", "prod")
+        assert start.created_at == project.created_at and start.run_attempts == 0

@@ -120,18 +120,8 @@ class Executor:
     async def _run(self) -> None:
         start = await load_run_start(self.lease.project_id)
         self._failed_attempts = start.run_attempts
-        status = start.status
+        status, facts = start.status, start.facts
         journal = RunJournal(self.lease, status, self._bus)
-        facts = ProjectFacts(
-            id=self.lease.project_id,
-            owner_id=start.owner_id,
-            name=start.name,
-            slug=start.slug,
-            template=start.template,
-            parameters=start.parameters,
-            environments=start.environments,
-            created_at=start.created_at,
-        )
         if self.lease.taken_over_from:
             self._metrics.takeovers.inc()
             self._log("takeover", f"took over from {self.lease.taken_over_from}")

@@ -12,30 +12,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from initflow.services.snapshots import ProjectFacts
 from initflow.services.templates import TemplateCatalog
 from initflow.settings import Settings
 from initflow.step_plan import STEP_NAMES
 
-
-@dataclass(frozen=True)
-class ProjectFacts:
-    """The inputs of a run, read once from the project row."""
-
-    id: UUID
-    owner_id: UUID
-    name: str
-    slug: str
-    template: str
-    parameters: Mapping[str, Any]
-    environments: tuple[str, ...]
-    created_at: datetime
+__all__ = ["ProjectFacts", "StepContext", "StepRegistry", "StepResult"]
 
 
 @dataclass(frozen=True)

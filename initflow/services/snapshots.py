@@ -49,17 +49,25 @@ _RUN_SQL = {
 
 
 @dataclass(frozen=True)
-class RunStart:
-    """What an executor reads before its first step: the status and the run's inputs."""
+class ProjectFacts:
+    """The inputs of a run, read once from the project row."""
 
-    status: StatusView
+    id: UUID
     owner_id: UUID
     name: str
     slug: str
     template: str
-    parameters: dict[str, Any]
+    parameters: Mapping[str, Any]
     environments: tuple[str, ...]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What an executor reads before its first step: the status and the run's inputs."""
+
+    status: StatusView
+    facts: ProjectFacts
     run_attempts: int
 
 
@@ -124,8 +132,8 @@ async def load_run_start(project_id: UUID) -> RunStart:
     first = rows[0]
     created_at = _timestamp(first["project_created_at"])
     assert created_at is not None
-    return RunStart(
-        status=_status(project_id, rows),
+    facts = ProjectFacts(
+        id=project_id,
         owner_id=UUID(str(first["owner_id"])),
         name=first["project_name"],
         slug=first["slug"],
@@ -133,8 +141,8 @@ async def load_run_start(project_id: UUID) -> RunStart:
         parameters=_json_column("parameters", first["parameters"]),
         environments=tuple(_json_column("environment_names", first["environment_names"])),
         created_at=created_at,
-        run_attempts=first["run_attempts"],
     )
+    return RunStart(_status(project_id, rows), facts, first["run_attempts"])
 
 
 def _json_column(name: str, value: Any) -> Any:

@@ -284,6 +284,14 @@ async def frozen_transaction(connection: Any, service: ServiceProcess) -> int | 
     )
 
 
+async def all_active(connection: Any, project_ids: list[str]) -> bool:
+    rows = await connection.fetch(
+        "SELECT status FROM projects WHERE id = ANY($1::uuid[])",
+        [uuid.UUID(p) for p in project_ids],
+    )
+    return all(r["status"] == "active" for r in rows)
+
+
 async def locked_projects(connection: Any, project_ids: list[str]) -> set[str]:
     """The projects whose rows someone holds locked: the rows a claim would skip."""
     async with connection.transaction():
@@ -522,16 +530,19 @@ async def test_an_executor_frozen_inside_a_transaction_does_not_block_the_takeov
         return all([await lease_owner(cluster, p) == "inst-a" for p in project_ids])
 
     await wait_for(all_claimed, timeout=10, what="inst-a's claims")
-    successor = cluster.start("inst-b")
 
     # Freeze inst-a at random moments until one lands inside one of its transactions
-    # (a few per cent of its time); the jitter between attempts is the workload.
-    # It counts only if the open transaction holds a project row (the claim skips it).
+    # (a few per cent of its time); the jitter between attempts is the workload, and a
+    # new project whenever inst-a's runs are all done keeps it busy until then. It
+    # counts only if the open transaction holds a project row (the claim skips it);
+    # inst-a is the only instance until then, so a locked row is its lock.
     rng = random.Random(3)
     locked: set[str] = set()
     async with pg_connection(cluster.database_url) as connection:
         deadline = time.monotonic() + 60
         while not locked and time.monotonic() < deadline:
+            if await all_active(connection, project_ids):
+                project_ids.append(await create_project(client, f"Locked {len(project_ids)}"))
             send_signal(frozen, signal.SIGSTOP)
             if await frozen_transaction(connection, frozen) is not None:
                 locked = await locked_projects(connection, project_ids)
@@ -540,6 +551,7 @@ async def test_an_executor_frozen_inside_a_transaction_does_not_block_the_takeov
                 await asyncio.sleep(rng.uniform(0.0, 0.05))
     if not locked:
         pytest.fail("never caught inst-a inside a transaction holding a project within 60 s")
+    successor = cluster.start("inst-b")
 
     # inst-a stays frozen: every run it held must be resumed by inst-b after the TTL.
     async def all_taken_over() -> bool:

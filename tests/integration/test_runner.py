@@ -191,12 +191,14 @@ async def test_a_run_starts_from_the_inputs_the_project_was_created_with(
         start = await load_run_start(project_id)
         project = await Project.get(id=project_id)
         assert start.status == await load_status(project_id)
-        assert (start.owner_id, start.name, start.slug, start.template) == (
+        facts = start.facts
+        assert (facts.id, facts.owner_id, facts.name, facts.slug, facts.template) == (
+            project_id,
             w.owner.id,
             "Inputs Ünïcode",
             project.slug,
             "python-service",
         )
-        assert start.parameters == project.parameters and start.parameters["port"] == 9000
-        assert start.environments == ("dev", "prod")
-        assert start.created_at == project.created_at and start.run_attempts == 0
+        assert facts.parameters == project.parameters and facts.parameters["port"] == 9000
+        assert facts.environments == ("dev", "prod")
+        assert facts.created_at == project.created_at and start.run_attempts == 0

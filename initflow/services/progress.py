@@ -83,32 +83,42 @@ class ProgressStream:
     async def events(
         self, project_id: UUID, owner_id: UUID, after_seq: int | None
     ) -> AsyncGenerator[ProgressEvent, None]:
-        project = await Project.filter(id=project_id, owner_id=owner_id).first()
-        if project is None:
-            raise NotFound("Project not found")
-        if after_seq is not None and not 0 <= after_seq <= project.last_seq:
-            raise InvalidInput.one(
-                ["afterSeq"],
-                f"afterSeq must be between 0 and the project's last seq ({project.last_seq}).",
-                "INVALID_VALUE",
-            )
+        """NotFound unless the project is the owner's (checked before anything is sent)."""
+        finished_at: int | None = None
+        if after_seq is not None:
+            finished_at = await self._check_after_seq(project_id, owner_id, after_seq)
         if self._metrics is not None:
             self._metrics.active_subscriptions.inc()
         try:
-            async with aclosing(self._stream(project, after_seq)) as stream:
+            stream = self._stream(project_id, owner_id, after_seq, finished_at)
+            async with aclosing(stream):
                 async for event in stream:
                     yield event
         finally:
             if self._metrics is not None:
                 self._metrics.active_subscriptions.dec()
 
+    async def _check_after_seq(
+        self, project_id: UUID, owner_id: UUID, after_seq: int
+    ) -> int | None:
+        """Validates ``afterSeq``; returns the last seq if the project has finished."""
+        project = await Project.filter(id=project_id, owner_id=owner_id).first()
+        if project is None:
+            raise NotFound("Project not found")
+        if not 0 <= after_seq <= project.last_seq:
+            raise InvalidInput.one(
+                ["afterSeq"],
+                f"afterSeq must be between 0 and the project's last seq ({project.last_seq}).",
+                "INVALID_VALUE",
+            )
+        return project.last_seq if project.status.is_terminal else None
+
     async def _stream(
-        self, project: Project, after_seq: int | None
+        self, project_id: UUID, owner_id: UUID, after_seq: int | None, finished_at: int | None
     ) -> AsyncGenerator[ProgressEvent, None]:
-        project_id = project.id
         async with self._bus.subscribe(str(project_id)) as live:
             if after_seq is None:
-                status = await load_status(project_id)
+                status = await load_status(project_id, owner_id)  # NotFound if not theirs
                 current = status.current_step
                 yield ProgressEvent(
                     str(project_id),
@@ -123,7 +133,7 @@ class ProgressStream:
                 last = status.seq
             else:
                 last = after_seq
-                if project.status.is_terminal and last == project.last_seq:
+                if finished_at == last:
                     return
             # With afterSeq, replay what the log holds beyond it before listening live.
             # After a snapshot there is nothing to replay: the bus was live before the

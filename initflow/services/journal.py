@@ -18,13 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
 
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
 from initflow.events import EventType, ProgressEvent
 from initflow.models import Project
 from initflow.models.journal_writes import EventRow, Guard, JournalWrite, is_postgres, write_journal
+from initflow.models.transactions import transaction
 from initflow.services.group_commit import group_commit
 from initflow.states import ProjectState, check_project_transition, check_step_transition
 from initflow.status import StatusView
@@ -66,7 +66,7 @@ async def guarded_transaction(
     No matching row raises ``lost()`` before anything else is written. The
     update holds the row (Postgres) or the database (SQLite) until commit.
     """
-    async with in_transaction() as connection:
+    async with transaction() as connection:
         matched = (
             await Project.filter(**guard)
             .using_db(connection)
@@ -154,7 +154,7 @@ async def _commit(
         if not await group_commit().write(write):
             raise lost()
         return
-    async with in_transaction() as connection:
+    async with transaction() as connection:
         if not await write_journal(connection, write):
             raise lost()
         if effects is not None:

@@ -15,7 +15,6 @@ from uuid import UUID
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
-from tortoise.transactions import in_transaction
 
 from initflow.bus import ProgressBus
 from initflow.clock import utcnow
@@ -28,6 +27,7 @@ from initflow.models import (
     Repository,
     User,
 )
+from initflow.models.transactions import transaction
 from initflow.services.input_rules import (
     check_environments,
     check_idempotency_key,
@@ -129,7 +129,7 @@ class ProjectService:
 
     async def _insert(self, owner: User, values: dict[str, Any]) -> Project:
         now = utcnow()
-        async with in_transaction() as connection:
+        async with transaction() as connection:
             taken = (
                 await Project.filter(owner_id=owner.id, slug=values["slug"])
                 .using_db(connection)

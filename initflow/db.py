@@ -150,6 +150,10 @@ async def open_database(
         config=tortoise_config(database_url, transaction_idle_timeout),
         _enable_global_fallback=True,
     )
+    if is_sqlite(database_url):
+        # Connect now: a query whose task is cancelled while Tortoise connects lazily
+        # would keep the connection's lock (see models/transactions.py).
+        await context.connections.get("sqlite").create_connection(with_db=True)
     return Database(url=database_url, context=context)
 
 

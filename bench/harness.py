@@ -1,14 +1,42 @@
-"""What several benchmarks need around the system they measure: ports and a private Redis."""
+"""What several benchmarks share: the services' URLs, ports, a private Redis, percentiles, waits."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("INITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..1); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[object]], timeout: float, interval: float = 0.02
+) -> bool:
+    """Poll ``predicate`` until it is truthy; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(interval)
+    return False
 
 
 def free_port() -> int:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from harness import POSTGRES_ADMIN_URL, REDIS_URL, percentile, wait_for
 from tortoise import Tortoise
 
 from initflow.bus.redis import RedisBus
@@ -52,6 +53,7 @@ from initflow.runner.worker import MAX_CONCURRENT_RUNS
 from initflow.services.auth import create_user
 from initflow.services.projects import CreateProjectRequest, ProjectService
 from initflow.services.templates import TemplateCatalog
+from initflow.settings import without_configuration
 
 STEP3 = "create_environments"
 RUNNING_IN_STEP3 = """
@@ -151,13 +153,6 @@ class Worker:
             await self.process.wait()
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 async def create_projects(url: str, redis_url: str, prefix: str, runs: int) -> None:
     database = await open_database(url, migrate=False)
     bus = RedisBus(redis_url, prefix)
@@ -170,15 +165,6 @@ async def create_projects(url: str, redis_url: str, prefix: str, runs: int) -> N
     finally:
         await bus.close()
         await database.close()
-
-
-async def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(interval)
-    return False
 
 
 async def scenario_run(
@@ -195,7 +181,7 @@ async def scenario_run(
     data_dir = work / scenario.key
     data_dir.mkdir()
     env = {
-        **os.environ,
+        **without_configuration(os.environ),
         "DATABASE_URL": url,
         "REDIS_URL": args.redis_url,
         "INITFLOW_REDIS_PREFIX": prefix,
@@ -350,13 +336,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
     )
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("INITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        default=REDIS_URL,
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     args = parser.parse_args()

@@ -66,10 +66,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-from harness import private_redis
+from harness import POSTGRES_ADMIN_URL, private_redis, wait_for
 from redis.asyncio import Redis
 
 HERE = Path(__file__).resolve().parent
@@ -196,22 +195,6 @@ def last_error(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if "Error" in line or "Exception" in line]
     return ((errors or lines or ["no output"])[-1])[:160]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-async def wait_for(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(interval)
-    return False
 
 
 # ------------------------------------------------------------ one scenario ----------
@@ -456,9 +439,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON)
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--logs", default="", help="copy the workers' logs to this directory")

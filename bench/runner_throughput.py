@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from harness import private_redis
+from harness import POSTGRES_ADMIN_URL, private_redis
 from redis.asyncio import Redis
 
 from initflow.runner.worker import MAX_CONCURRENT_RUNS
@@ -569,9 +569,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
     )
     parser.add_argument("--redis-url", default="", help="default: a private redis-server")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")

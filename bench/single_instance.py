@@ -34,7 +34,7 @@ from initflow.client.api import ApiClient
 from initflow.clock import utcnow
 from initflow.models import InitializationStep, Project, User
 from initflow.services.auth import create_user
-from initflow.settings import Settings
+from initflow.settings import Settings, without_configuration
 from initflow.step_plan import STEP_PLAN
 
 WATCH = """subscription($id: ID!) { initProgress(projectId: $id) { seq type } }"""
@@ -167,7 +167,11 @@ def resume_after_sigkill(samples: int) -> list[float]:
     results: list[float] = []
     for sample in range(samples):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "INITFLOW_DATA_DIR": tmp, "INITFLOW_STEP_DELAY_SECONDS": "0.2"}
+            env = {
+                **without_configuration(os.environ),
+                "INITFLOW_DATA_DIR": tmp,
+                "INITFLOW_STEP_DELAY_SECONDS": "0.2",
+            }
             token = (
                 subprocess.run(
                     [sys.executable, "-m", "initflow.cli", "users", "create", "u"],

@@ -60,7 +60,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -80,12 +79,14 @@ from uuid import UUID
 
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
+from harness import POSTGRES_ADMIN_URL, free_port
 
 from initflow.client.commands import STATUS as STATUS_QUERY  # what `initflow watch` reads
 from initflow.db import open_database
 from initflow.models import InitializationStep, Project
 from initflow.services.auth import authenticate, hash_token
 from initflow.services.snapshots import load_status
+from initflow.settings import without_configuration
 from initflow.states import ProjectState, StepState
 from initflow.status import StatusView
 from initflow.step_plan import STEP_NAMES, STEP_PLAN
@@ -93,9 +94,6 @@ from initflow.step_plan import STEP_NAMES, STEP_PLAN
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 100_000)
 INITFLOW = str(Path(sys.executable).parent / "initflow")
-POSTGRES_ADMIN_URL = os.environ.get(
-    "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-)
 READY_SECONDS = 60.0
 APP_SAMPLES = 550
 
@@ -444,11 +442,7 @@ class QueryPlan:
 
 def child_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
     """The developer's INITFLOW_* / DATABASE_URL / REDIS_URL never reach the child."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("INITFLOW_") and k not in ("DATABASE_URL", "REDIS_URL")
-    }
+    env = without_configuration(os.environ)
     env["INITFLOW_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     if database_url:
@@ -774,12 +768,6 @@ def explain_all(target: Target, captured: dict[str, tuple[str, list[Any]]]) -> d
 
 
 # --- the server and the load ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ready(base_url: str) -> bool:

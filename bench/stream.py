@@ -54,7 +54,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -66,6 +65,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from harness import POSTGRES_ADMIN_URL, REDIS_URL, free_port, percentile
 from redis.asyncio import Redis
 from tortoise import Tortoise
 
@@ -75,6 +75,7 @@ from initflow.events import decode_events
 from initflow.services.auth import create_user
 from initflow.services.projects import CreateProjectRequest, ProjectService
 from initflow.services.templates import TemplateCatalog
+from initflow.settings import without_configuration
 from initflow.step_plan import STEP_PLAN
 
 LOAD_SCRIPT = Path(__file__).with_name("stream_load.py")
@@ -91,28 +92,6 @@ UPDATE projects p SET next_attempt_at = now() + ranked.n * make_interval(secs =>
 FROM ranked WHERE p.id = ranked.id
 """
 XACTS = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1"
-
-# Variables of the developer's shell that would change what a child does (as tests/e2e).
-SCRUBBED_ENV = (
-    "INITFLOW_CRASH_AT",
-    "INITFLOW_STEP_DELAY_SECONDS",
-    "INITFLOW_LEASE_TTL_SECONDS",
-    "INITFLOW_POLL_INTERVAL_SECONDS",
-    "INITFLOW_INSTANCE_ID",
-    "INITFLOW_HOST",
-    "INITFLOW_PORT",
-    "INITFLOW_PUBLIC_URL",
-    "INITFLOW_ALLOWED_ORIGINS",
-    "INITFLOW_WEBHOOK_URL",
-    "INITFLOW_TEMPLATE_DIRS",
-    "INITFLOW_TOKEN",
-    "INITFLOW_URL",
-    "INITFLOW_WS_CONNECTIONS_PER_USER",
-    "INITFLOW_WS_HEARTBEAT_SECONDS",
-    "INITFLOW_WS_INIT_TIMEOUT_SECONDS",
-    "DATABASE_URL",
-    "REDIS_URL",
-)
 
 
 @dataclass
@@ -154,19 +133,6 @@ class Figures:
 # --- small helpers ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 def proc_status_kib(pid: int, key: str) -> int:
     """A ``/proc/<pid>/status`` field in KiB (VmRSS, VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -186,7 +152,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+    env = without_configuration(os.environ)  # nothing of the developer's shell
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -746,13 +712,11 @@ def main() -> None:
     parser.add_argument("--run-timeout", type=float, default=60.0, help="seconds for the runs")
     parser.add_argument(
         "--postgres-url",
-        default=os.environ.get(
-            "INITFLOW_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=POSTGRES_ADMIN_URL,
     )
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get("INITFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        default=REDIS_URL,
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the work dir")

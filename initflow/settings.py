@@ -11,6 +11,19 @@ from pathlib import Path
 
 from initflow.errors import ConfigurationError
 
+SERVICE_URL_VARIABLES = ("DATABASE_URL", "REDIS_URL")
+
+
+def without_configuration(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without anything that configures initflow (``INITFLOW_*`` and the
+    service URLs): what a child process starts from when its parent sets exactly the
+    configuration it means (tests, benchmarks)."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.startswith("INITFLOW_") and k not in SERVICE_URL_VARIABLES
+    }
+
 
 def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     raw = environ.get(name)

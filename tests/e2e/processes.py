@@ -29,29 +29,12 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
+from initflow.settings import without_configuration
+
 BIN_DIR = Path(sys.executable).parent
 INITFLOW = str(BIN_DIR / "initflow") if (BIN_DIR / "initflow").exists() else "initflow"
 READY_DEADLINE_SECONDS = 30.0
 POLL_SECONDS = 0.02
-
-# Environment variables of the developer's shell that would change what a child does.
-_SCRUBBED_ENV = (
-    "INITFLOW_CRASH_AT",
-    "INITFLOW_STEP_DELAY_SECONDS",
-    "INITFLOW_LEASE_TTL_SECONDS",
-    "INITFLOW_POLL_INTERVAL_SECONDS",
-    "INITFLOW_INSTANCE_ID",
-    "INITFLOW_HOST",
-    "INITFLOW_PORT",
-    "INITFLOW_PUBLIC_URL",
-    "INITFLOW_ALLOWED_ORIGINS",
-    "INITFLOW_WEBHOOK_URL",
-    "INITFLOW_TEMPLATE_DIRS",
-    "INITFLOW_TOKEN",
-    "INITFLOW_URL",
-    "DATABASE_URL",
-    "REDIS_URL",
-)
 
 
 def free_port() -> int:
@@ -62,7 +45,7 @@ def free_port() -> int:
 
 
 def child_environment(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env = without_configuration(os.environ)  # nothing of the developer's shell
     env["INITFLOW_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})

@@ -334,14 +334,8 @@ def main() -> None:
         default=[],
         help="comma-separated: " + ",".join(s.key for s in SCENARIOS),
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=POSTGRES_ADMIN_URL,
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=REDIS_URL,
-    )
+    parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     args = parser.parse_args()
     if args.quick:

@@ -437,10 +437,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", type=keys, default=list(MODES))
     parser.add_argument("--sequential", action="store_true", help="one peer at a time")
     parser.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON)
-    parser.add_argument(
-        "--postgres-url",
-        default=POSTGRES_ADMIN_URL,
-    )
+    parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL)
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--logs", default="", help="copy the workers' logs to this directory")
     args = parser.parse_args(argv)

@@ -567,10 +567,7 @@ def main() -> None:
         default=os.environ.get("BENCH_PEERS_PYTHON", DEFAULT_PEERS_PYTHON),
         help="the python of the peers' venv (bench/requirements-peers.txt)",
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=POSTGRES_ADMIN_URL,
-    )
+    parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL)
     parser.add_argument("--redis-url", default="", help="default: a private redis-server")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per phase")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")

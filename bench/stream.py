@@ -710,14 +710,8 @@ def main() -> None:
     parser.add_argument("--connect-concurrency", type=int, default=32, help="per load process")
     parser.add_argument("--setup-timeout", type=float, default=60.0, help="seconds to subscribe")
     parser.add_argument("--run-timeout", type=float, default=60.0, help="seconds for the runs")
-    parser.add_argument(
-        "--postgres-url",
-        default=POSTGRES_ADMIN_URL,
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=REDIS_URL,
-    )
+    parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the databases and the work dir")
     args = parser.parse_args()

@@ -151,8 +151,8 @@ async def open_database(
         _enable_global_fallback=True,
     )
     if is_sqlite(database_url):
-        # Connect now: a query whose task is cancelled while Tortoise connects lazily
-        # would keep the connection's lock (see models/transactions.py).
+        # Connect now: a query or transaction whose task is cancelled while Tortoise
+        # connects lazily would keep the connection's lock (models/transactions.py).
         await context.connections.get("sqlite").create_connection(with_db=True)
     return Database(url=database_url, context=context)
 

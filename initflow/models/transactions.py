@@ -8,9 +8,9 @@ await (found by the browser suite: a single-instance server hung right after a
 cancel). Here a task cancelled while its transaction starts rolls it back and
 releases the connection before the cancellation goes on. (The start runs in the
 caller's task: Tortoise keeps the transaction's connection in a context
-variable, so it cannot be shielded in a task of its own.) The SQLite connection
-is opened before the lock is taken, so the only await inside the start that
-holds the lock is ``BEGIN``, after the context variable is set.
+variable, so it cannot be shielded in a task of its own.) ``open_database``
+connects SQLite at start-up, so the only await inside the start that holds the
+lock is ``BEGIN``, after the context variable is set.
 """
 
 from __future__ import annotations
@@ -22,16 +22,10 @@ from contextlib import asynccontextmanager
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from initflow.models.journal_writes import is_postgres
-from initflow.models.projects import Project
-
 
 @asynccontextmanager
 async def transaction() -> AsyncIterator[BaseDBAsyncClient]:
     """``in_transaction()`` that releases its connection whenever it is cancelled."""
-    client = Project._meta.db
-    if not is_postgres(client):
-        await client.create_connection(with_db=True)  # a no-op once connected
     context = in_transaction()
     try:
         connection = await context.__aenter__()

@@ -25,8 +25,8 @@ async def test_a_task_cancelled_while_its_transaction_starts_leaves_the_database
         await User.all().count()  # connected: the start's only await is BEGIN, lock held
         for _ in range(12):  # each leak would hold the lock (SQLite) or a pooled connection
             task = asyncio.create_task(writer())
-            await asyncio.sleep(0)  # the task runs to its first suspension: inside the start
-            task.cancel()
+            # Runs right after the task's first step, which ends suspended inside BEGIN.
+            asyncio.get_running_loop().call_soon(task.cancel)
             await asyncio.gather(task, return_exceptions=True)
         async with asyncio.timeout(10):  # hangs without the fix: the lock was never released
             async with transaction() as connection:

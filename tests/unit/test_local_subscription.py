@@ -35,11 +35,10 @@ async def test_a_quiet_queue_times_out_without_reporting_loss() -> None:
 
 async def test_a_delivery_wakes_a_waiting_reader() -> None:
     subscription = LocalSubscription()
-    reader = asyncio.ensure_future(subscription.get(timeout=30))
-    await asyncio.sleep(0)  # let the reader park
-    assert not reader.done()
-    subscription.deliver(event(7))
-    received = await asyncio.wait_for(reader, timeout=5)
+    # Delivered only after this task has parked in get() on the empty queue.
+    asyncio.get_running_loop().call_soon(subscription.deliver, event(7))
+    async with asyncio.timeout(5):  # in this task, so get() parks before the delivery runs
+        received = await subscription.get(timeout=30)
     assert received is not None and received.seq == 7
 
 
@@ -57,8 +56,7 @@ async def test_overflow_is_reported_as_loss_after_the_queued_events() -> None:
 
 async def test_a_bus_reconnect_wakes_the_reader_with_loss() -> None:
     subscription = LocalSubscription()
-    reader = asyncio.ensure_future(subscription.get(timeout=30))
-    await asyncio.sleep(0)
-    subscription.mark_lost()
-    assert await asyncio.wait_for(reader, timeout=5) is None
+    asyncio.get_running_loop().call_soon(subscription.mark_lost)  # after get() has parked
+    async with asyncio.timeout(5):
+        assert await subscription.get(timeout=30) is None
     assert subscription.lost

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from initflow import __version__
 from initflow.errors import InitflowError
+from initflow.event_loop import use_fastest_loop
 from initflow.logs import configure_logging
 from initflow.settings import Settings
 
@@ -39,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from initflow.services.auth import ensure_admin
 
     settings = _settings(args)
+    use_fastest_loop()
     app = create_app(settings)
 
     async def announce(_: web.Application) -> None:
@@ -95,6 +97,7 @@ async def _worker(settings: Settings, burst: bool) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    use_fastest_loop()
     asyncio.run(_worker(_settings(args), args.burst))
     return 0
 

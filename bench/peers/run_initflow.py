@@ -26,6 +26,7 @@ from common import STEP_NAMES, Clock, arguments, done, ready
 from initflow.app import build_bus, catalog_for
 from initflow.bus.memory import MemoryBus
 from initflow.db import open_database
+from initflow.event_loop import use_fastest_loop
 from initflow.metrics import Metrics
 from initflow.runner.registry import StepContext, StepResult
 from initflow.runner.steps import default_registry
@@ -176,4 +177,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    use_fastest_loop()  # as `initflow worker` does
     asyncio.run(main())

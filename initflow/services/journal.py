@@ -84,18 +84,19 @@ def apply_changes(
     now = utcnow()
     events: list[ProgressEvent] = []
     for change in changes:
+        steps, state, error = status.steps, status.status, status.error
         if change.step is not None and change.step_fields:
             current = status.step(change.step)
             new_state = change.step_fields.get("status")
             if new_state is not None:
                 check_step_transition(current.status, new_state)
-            status = status.with_step(
+            steps = status.with_step(
                 current.changed(**{"last_progress_at": now, **change.step_fields})
             )
         if change.project_status is not None:
-            check_project_transition(status.status, change.project_status)
-            status = status.changed(status=change.project_status, error=change.error)
-        status = status.changed(seq=status.seq + 1, updated_at=now)
+            check_project_transition(state, change.project_status)
+            state, error = change.project_status, change.error
+        status = StatusView(status.project_id, state, steps, error, status.seq + 1, now)
         events.append(
             ProgressEvent(status.project_id, status.seq, change.type, now, change.step, status)
         )

@@ -42,6 +42,10 @@ class ProgressBus(Protocol):
         """Tell runners that new work may be claimable (a hint; the database decides)."""
         ...
 
+    def notice_work(self) -> None:
+        """Wake this process's runner loop only (it freed a slot of its own)."""
+        ...
+
     async def wait_for_work(self, timeout: float) -> None:
         """Return on a wake-up or after ``timeout``, whichever is first."""
         ...

@@ -38,6 +38,9 @@ class MemoryBus:
     async def wake_runners(self) -> None:
         self._work.set()
 
+    def notice_work(self) -> None:
+        self._work.set()
+
     async def wait_for_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)

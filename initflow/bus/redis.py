@@ -42,7 +42,6 @@ class RedisBus:
         )
         self._publish_paused_until = 0.0
         self._outbox: list[tuple[str, bytes]] = []
-        self._next_send: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._prefix = prefix
         self.fanout = LocalFanout()
@@ -180,34 +179,29 @@ class RedisBus:
                 self.fanout.deliver(event)
 
     async def publish(self, events: Sequence[ProgressEvent]) -> None:
-        """Send a commit's events as one message; returns once Redis has it (or failed).
+        """Queue a commit's events as one message and return without waiting for Redis.
 
-        Commits that arrive while a send is in flight wait for the next one, which
-        carries them all in one pipeline: under load the cost per commit falls,
-        and one sender at a time keeps every project's messages in commit order.
+        The commit path never waits on Redis (a transition costs one database round
+        trip, not two). One sender drains the queue, one pipeline per round, so every
+        project's messages leave in commit order; under load the cost per commit
+        falls. A message lost on the way is read back from the log by the stream.
         """
         if not events:
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._publish_paused_until:
-            # Redis failed a moment ago: do not make every commit wait for it again.
+        if asyncio.get_running_loop().time() < self._publish_paused_until:
+            # Redis failed a moment ago: do not queue behind it again.
             # Local subscribers read these events back from the log.
             self.fanout.mark_all_lost()
             return
-        if self._next_send is None:
-            self._next_send = loop.create_future()
-        sent = self._next_send
         for project_id, group in itertools.groupby(events, key=lambda e: e.project_id):
             self._outbox.append((self._channel(project_id), encode_events(list(group))))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_outbox(), name="initflow-redis-publish")
-        await asyncio.shield(sent)
 
     async def _send_outbox(self) -> None:
         """Send everything queued, one pipeline per round, until nothing is left."""
         while self._outbox:
             messages, self._outbox = self._outbox, []
-            sent, self._next_send = self._next_send, None
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT * 2):
                     async with self._publisher.pipeline(transaction=False) as pipe:
@@ -218,15 +212,13 @@ class RedisBus:
                 self._publish_paused_until = asyncio.get_running_loop().time() + (
                     PUBLISH_PAUSE_AFTER_FAILURE
                 )
+                self._outbox.clear()
                 self.fanout.mark_all_lost()
                 log.warning(
                     "publish failed (subscribers will read back): %s",
                     exc,
                     extra={"action": "bus_publish_failed"},
                 )
-            finally:
-                if sent is not None and not sent.done():
-                    sent.set_result(None)
 
     @asynccontextmanager
     async def subscribe(self, project_id: str) -> AsyncIterator[LocalSubscription]:
@@ -266,6 +258,9 @@ class RedisBus:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await self._publisher.publish(self._work_channel, b"1")
 
+    def notice_work(self) -> None:
+        self._work.set()
+
     async def wait_for_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._work.wait(), timeout)
@@ -284,7 +279,7 @@ class RedisBus:
     async def close(self) -> None:
         if self._sender is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sender  # bounded by the publish timeout
+                await self._sender  # sends what is queued; bounded by the publish timeout
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -84,10 +84,15 @@ class Runner:
             await self._http.close()
 
     async def run_until_idle(self) -> None:
-        """Claim and run until nothing is claimable (tests and `initflow worker --burst`)."""
-        while await self._claim_and_start():
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        """Claim and run until nothing is claimable (tests and `initflow worker --burst`).
+
+        A slot is refilled as soon as its run ends, as in the long-running loop.
+        """
+        while True:
+            await self._claim_and_start()
+            if not self._running:
+                return
+            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def _loop(self) -> None:
         self.loop_alive = True
@@ -139,5 +144,6 @@ class Runner:
                 exc_info=task.exception(),
                 extra={"action": "executor_crashed", "project_id": str(project_id)},
             )
-        # A finished run may have freed a slot, and a run paused for retry is due later.
-        asyncio.get_running_loop().create_task(self._bus.wake_runners())
+        # A slot of ours is free: wake our own loop. Other instances have nothing to
+        # gain (a run paused for retry is due later; their poll finds it).
+        self._bus.notice_work()

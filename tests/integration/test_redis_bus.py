@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from initflow.bus.memory import MemoryBus
-from initflow.bus.redis import RedisBus
+from initflow.bus.redis import PUBLISH_TIMEOUT, RedisBus
 from initflow.events import EventType
 from initflow.runner.journal import Change, RunJournal
 from initflow.runner.leases import claim_next
@@ -151,3 +151,17 @@ async def test_runners_are_woken_through_redis(settings: Settings) -> None:
             await asyncio.wait_for(waiting, 10)
         finally:
             await other.close()
+
+
+async def test_a_commit_does_not_wait_for_redis_to_answer(settings: Settings) -> None:
+    """Publishing queues the message: a Redis that accepts but never answers costs the
+    committer nothing (before, every commit waited for the publish timeout)."""
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    bus = RedisBus(f"redis://127.0.0.1:{port}", settings.redis_prefix)
+    async with world(settings) as w:
+        journal = await silent_journal(w)
+        [event] = await journal.record(started(journal, 0))
+        await asyncio.wait_for(bus.publish([event]), timeout=PUBLISH_TIMEOUT / 5)
+    await bus.close()  # waits for the send to time out
+    silent.close()

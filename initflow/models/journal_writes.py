@@ -7,9 +7,14 @@ statements are composed here once per shape and cached.
 
 On Postgres the whole write is *one* statement (data-modifying CTEs chained on
 the guarded project update): one round trip, atomic by itself, and nothing is
-written when the guard does not match. SQLite has no writable CTEs: the same
-rows are written by one statement per table inside the caller's transaction,
-the guarded update first (it takes the write lock).
+written when the guard does not match. Its values travel as one array per
+column (``unnest``), so the statement text depends on the write's shape only,
+never on how many writes share it: Postgres prepares and plans it once per
+connection, and executes each table's rows as one set (``bench/runner_throughput.py``:
+the earlier one-CTE-per-write form cost Postgres more CPU per write the more
+writes shared a statement). SQLite has no writable CTEs: the same rows are
+written by one statement per table inside the caller's transaction, the
+guarded update first (it takes the write lock).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from uuid import UUID
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-_JSON_COLUMNS = frozenset({"checkpoint", "payload"})
+_JSON_COLUMNS = frozenset({"checkpoint"})
 
 Guard = Mapping[str, Any]
 """Column → the value it must have; ``column__in`` → the values it may have."""
@@ -81,52 +86,8 @@ def _guard_shape(guard: Guard) -> GuardShape:
     return tuple((c, len(v) if c.endswith("__in") else 0) for c, v in guard.items())
 
 
-def _project_values(write: JournalWrite, postgres: bool) -> list[Any]:
-    values: list[Any] = [write.updated_at]
-    values += [_column_value(c, v, postgres) for c, v in write.project_columns.items()]
-    values.append(_column_value("id", write.project_id, postgres))
-    for column, expected in write.guard.items():
-        if column.endswith("__in"):
-            allowed = [_column_value(column, v, postgres) for v in expected]
-            values += [allowed] if postgres else allowed
-        else:
-            values.append(_column_value(column, expected, postgres))
-    return values
-
-
-def _project_sql(
-    columns: Sequence[str],
-    guard: GuardShape,
-    mark: Callable[[], str],
-    postgres: bool,
-) -> str:
-    assignments = _assignments(columns, mark)  # first: the values list starts with them
-    conditions = [f'"id" = {mark()}']
-    for column, size in guard:
-        name = column.removesuffix("__in")
-        if not column.endswith("__in"):
-            conditions.append(f'"{name}" = {mark()}')
-        elif postgres:
-            conditions.append(f'"{name}" = ANY({mark()}::varchar[])')
-        else:
-            conditions.append(f'"{name}" IN ({", ".join(mark() for _ in range(size))})')
-    return f"UPDATE projects SET {assignments} WHERE {' AND '.join(conditions)}"
-
-
 def _assignments(columns: Sequence[str], mark: Callable[[], str]) -> str:
     return ", ".join(f'"{c}" = {mark()}' for c in ("updated_at", *columns))
-
-
-def _step_assignments(write: JournalWrite, postgres: bool) -> list[tuple[str, list[Any]]]:
-    """Per touched step: its name and the values of its SET clause, in order."""
-    return [
-        (name, [write.updated_at, *(_column_value(c, v, postgres) for c, v in columns.items())])
-        for name, columns in write.step_columns.items()
-    ]
-
-
-def _event_row(event: EventRow) -> list[Any]:
-    return [event.seq, event.type, event.payload_json, event.created_at]
 
 
 def write_shape(write: JournalWrite) -> tuple[Any, ...]:
@@ -137,6 +98,30 @@ def write_shape(write: JournalWrite) -> tuple[Any, ...]:
         tuple(tuple(columns) for columns in write.step_columns.values()),
         len(write.events),
     )
+
+
+# Postgres types of the columns a journal write may set or guard (arrays need them).
+_POSTGRES_TYPES = {
+    "id": "uuid",
+    "updated_at": "timestamptz",
+    "last_seq": "int",
+    "progress": "int",
+    "status": "varchar",
+    "initialization_error": "text",
+    "finished_at": "timestamptz",
+    "lease_owner": "varchar",
+    "lease_token": "int",
+    "lease_expires_at": "timestamptz",
+    "next_attempt_at": "timestamptz",
+    "run_attempts": "int",
+    "message": "varchar",
+    "attempts": "int",
+    "started_at": "timestamptz",
+    "completed_at": "timestamptz",
+    "error_code": "varchar",
+    "error_message": "text",
+    "checkpoint": "jsonb",
+}
 
 
 class _Numbered:
@@ -150,45 +135,107 @@ class _Numbered:
         return f"${self.count}"
 
 
-@lru_cache(maxsize=512)
-def _postgres_sql(shape: tuple[Any, ...], count: int = 1) -> str:
-    """``count`` writes of one shape in one statement; returns the ids whose guard matched.
+def _unnest(columns: Sequence[tuple[str, str]], alias: str, mark: Callable[[], str]) -> str:
+    """``unnest`` of one array parameter per (name, type): a row per write (or event)."""
+    arrays = ", ".join(f"{mark()}::{kind}[]" for _, kind in columns)
+    return f"unnest({arrays}) AS {alias}({', '.join(name for name, _ in columns)})"
 
-    Each write's step updates and event inserts hang off its own guarded project
-    update, so every write is still all-or-nothing, independently of the others.
+
+def _guard_inputs(guard: GuardShape) -> tuple[list[tuple[str, str]], list[str]]:
+    """The guard's input columns (one per allowed value) and its conditions on ``p``."""
+    inputs: list[tuple[str, str]] = []
+    conditions: list[str] = []
+    for k, (column, size) in enumerate(guard):
+        name = column.removesuffix("__in")
+        kind = _POSTGRES_TYPES[name]
+        if not column.endswith("__in"):
+            inputs.append((f"g{k}", kind))
+            conditions.append(f'p."{name}" = i.g{k}')
+            continue
+        allowed = [f"g{k}_{m}" for m in range(size)]
+        inputs += [(a, kind) for a in allowed]
+        conditions.append(
+            f'p."{name}" IN ({", ".join(f"i.{a}" for a in allowed)})' if allowed else "FALSE"
+        )
+    return inputs, conditions
+
+
+@lru_cache(maxsize=128)
+def _postgres_sql(shape: tuple[Any, ...]) -> str:
+    """Any number of writes of one shape in one statement; returns the ids whose guard matched.
+
+    Each write's step updates and event inserts are joined to its own guarded
+    project update, so every write is still all-or-nothing, independently of the others.
     """
     project_columns, guard, steps, event_count = shape
     mark = _Numbered()
-    parts: list[str] = []
-    for i in range(count):
-        project = _project_sql(project_columns, guard, mark, True)
-        parts.append(f"project_{i} AS ({project} RETURNING id)")
-        for j, columns in enumerate(steps):
-            parts.append(
-                f"step_{i}_{j} AS (UPDATE initialization_steps SET {_assignments(columns, mark)} "
-                f"WHERE project_id = (SELECT id FROM project_{i}) AND name = {mark()})"
-            )
-        if event_count:
-            rows = ", ".join(
-                f"({mark()}::int, {mark()}::varchar, {mark()}::jsonb, {mark()}::timestamptz)"
-                for _ in range(event_count)
-            )
-            parts.append(
-                f"events_{i} AS (INSERT INTO progress_events"
-                " (project_id, seq, type, payload, created_at)"
-                f" SELECT project_{i}.id, e.* FROM project_{i}, (VALUES {rows}) AS e)"
-            )
-    matched = " UNION ALL ".join(f"SELECT id FROM project_{i}" for i in range(count))
-    return f"WITH {', '.join(parts)} {matched}"
+    columns = ("updated_at", *project_columns)
+    guard_inputs, conditions = _guard_inputs(guard)
+    inputs = [("id", "uuid"), *((f"c{n}", _POSTGRES_TYPES[c]) for n, c in enumerate(columns))]
+    settings = ", ".join(f'"{c}" = i.c{n}' for n, c in enumerate(columns))
+    parts = [
+        f"project AS (UPDATE projects AS p SET {settings}"
+        f" FROM {_unnest([*inputs, *guard_inputs], 'i', mark)}"
+        f" WHERE p.id = i.id AND {' AND '.join(conditions)} RETURNING p.id)"
+    ]
+    for j, step_columns in enumerate(steps):
+        names = ("updated_at", *step_columns)
+        rows = [("project_id", "uuid"), ("name", "varchar")]
+        rows += [(f"c{n}", _POSTGRES_TYPES[c]) for n, c in enumerate(names)]
+        settings = ", ".join(f'"{c}" = v.c{n}' for n, c in enumerate(names))
+        parts.append(
+            f"step_{j} AS (UPDATE initialization_steps AS s SET {settings}"
+            f" FROM {_unnest(rows, 'v', mark)}"
+            " WHERE s.project_id = v.project_id AND s.name = v.name"
+            " AND v.project_id IN (SELECT id FROM project))"
+        )
+    if event_count:
+        rows = [
+            ("project_id", "uuid"),
+            ("seq", "int"),
+            ("type", "varchar"),
+            ("payload", "text"),
+            ("created_at", "timestamptz"),
+        ]
+        parts.append(
+            "events AS (INSERT INTO progress_events (project_id, seq, type, payload, created_at)"
+            f" SELECT e.* FROM {_unnest(rows, 'e', mark)}"
+            " WHERE e.project_id IN (SELECT id FROM project))"
+        )
+    return f"WITH {', '.join(parts)} SELECT id FROM project"
 
 
-def _postgres_values(write: JournalWrite) -> list[Any]:
-    values = _project_values(write, True)
-    for name, assignments in _step_assignments(write, True):
-        values += [*assignments, name]
-    for event in write.events:
-        values += _event_row(event)
-    return values
+def _postgres_arrays(shape: tuple[Any, ...], writes: Sequence[JournalWrite]) -> list[list[Any]]:
+    """The statement's array parameters, in the order ``_postgres_sql`` numbers them."""
+    project_columns, guard, steps, _ = shape
+    arrays: list[list[Any]] = [[w.project_id for w in writes], [w.updated_at for w in writes]]
+    arrays += [
+        [_column_value(c, w.project_columns[c], True) for w in writes] for c in project_columns
+    ]
+    for column, size in guard:
+        if column.endswith("__in"):
+            arrays += [
+                [_column_value(column, list(w.guard[column])[m], True) for w in writes]
+                for m in range(size)
+            ]
+        else:
+            arrays.append([_column_value(column, w.guard[column], True) for w in writes])
+    for j, step_columns in enumerate(steps):
+        touched = [list(w.step_columns.items())[j] for w in writes]
+        arrays.append([w.project_id for w in writes])
+        arrays.append([name for name, _ in touched])
+        arrays.append([w.updated_at for w in writes])
+        arrays += [
+            [_column_value(c, values[c], True) for _, values in touched] for c in step_columns
+        ]
+    events = [(w.project_id, e) for w in writes for e in w.events]
+    if events:
+        arrays.append([project_id for project_id, _ in events])
+        arrays.append([e.seq for _, e in events])
+        arrays.append([e.type for _, e in events])
+        arrays.append([e.payload_json for _, e in events])
+        arrays.append([e.created_at for _, e in events])
+    return arrays
 
 
 async def _write_postgres(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
@@ -204,10 +251,44 @@ async def write_postgres_batch(
     of one row in one statement would not both take effect.
     """
     shape = write_shape(writes[0])
-    values = [value for write in writes for value in _postgres_values(write)]
-    _, rows = await connection.execute_query(_postgres_sql(shape, len(writes)), values)
+    _, rows = await connection.execute_query(_postgres_sql(shape), _postgres_arrays(shape, writes))
     matched = {row["id"] for row in rows}
     return [write.project_id in matched for write in writes]
+
+
+# SQLite: one statement per table, in the caller's transaction.
+
+
+def _project_values(write: JournalWrite) -> list[Any]:
+    values: list[Any] = [write.updated_at]
+    values += [_column_value(c, v, False) for c, v in write.project_columns.items()]
+    values.append(str(write.project_id))
+    for column, expected in write.guard.items():
+        if column.endswith("__in"):
+            values += [_column_value(column, v, False) for v in expected]
+        else:
+            values.append(_column_value(column, expected, False))
+    return values
+
+
+def _project_sql(columns: Sequence[str], guard: GuardShape) -> str:
+    assignments = _assignments(columns, _question)  # first: the values list starts with them
+    conditions = ['"id" = ?']
+    for column, size in guard:
+        name = column.removesuffix("__in")
+        if column.endswith("__in"):
+            conditions.append(f'"{name}" IN ({", ".join("?" for _ in range(size))})')
+        else:
+            conditions.append(f'"{name}" = ?')
+    return f"UPDATE projects SET {assignments} WHERE {' AND '.join(conditions)}"
+
+
+def _step_assignments(write: JournalWrite) -> list[tuple[str, list[Any]]]:
+    """Per touched step: its name and the values of its SET clause, in order."""
+    return [
+        (name, [write.updated_at, *(_column_value(c, v, False) for c, v in columns.items())])
+        for name, columns in write.step_columns.items()
+    ]
 
 
 def _question() -> str:
@@ -217,7 +298,7 @@ def _question() -> str:
 @lru_cache(maxsize=512)
 def _sqlite_sql(shape: tuple[Any, ...]) -> tuple[str, tuple[str, ...], str]:
     project_columns, guard, steps, event_count = shape
-    project = _project_sql(project_columns, guard, _question, False)
+    project = _project_sql(project_columns, guard)
     step_updates = tuple(
         f"UPDATE initialization_steps SET {_assignments(columns, _question)}"
         " WHERE project_id = ? AND name = ?"
@@ -231,13 +312,13 @@ def _sqlite_sql(shape: tuple[Any, ...]) -> tuple[str, tuple[str, ...], str]:
 
 async def _write_sqlite(connection: BaseDBAsyncClient, write: JournalWrite) -> bool:
     project_sql, step_sqls, events_sql = _sqlite_sql(write_shape(write))
-    matched, _ = await connection.execute_query(project_sql, _project_values(write, False))
+    matched, _ = await connection.execute_query(project_sql, _project_values(write))
     if matched != 1:
         return False
     project_id = str(write.project_id)
-    for sql, (name, assignments) in zip(step_sqls, _step_assignments(write, False), strict=True):
+    for sql, (name, assignments) in zip(step_sqls, _step_assignments(write), strict=True):
         await connection.execute_query(sql, [*assignments, project_id, name])
     if write.events:
-        rows = [[project_id, *_event_row(event)] for event in write.events]
+        rows = [[project_id, e.seq, e.type, e.payload_json, e.created_at] for e in write.events]
         await connection.execute_query(events_sql, [value for row in rows for value in row])
     return True

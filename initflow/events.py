@@ -6,13 +6,14 @@ always render from the last event alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
+
+import orjson
 
 from initflow.status import StatusView
 
@@ -76,14 +77,13 @@ class ProgressEvent:
     @cached_property
     def payload_json(self) -> str:
         """``payload()`` as JSON, encoded once for the log and the bus."""
-        head = json.dumps(
-            {"type": self.type.value, "at": self.at.isoformat(), "step": self.step_name},
-            separators=(",", ":"),
-        )
+        head = orjson.dumps(
+            {"type": self.type.value, "at": self.at.isoformat(), "step": self.step_name}
+        ).decode()
         return f'{head[:-1]},"status":{self.status.to_json_text()}}}'
 
     def to_wire(self) -> bytes:
-        head = json.dumps({"projectId": self.project_id, "seq": self.seq}, separators=(",", ":"))
+        head = orjson.dumps({"projectId": self.project_id, "seq": self.seq}).decode()
         return f"{head[:-1]},{self.payload_json[1:]}".encode()
 
     @classmethod
@@ -98,8 +98,13 @@ class ProgressEvent:
         )
 
     @classmethod
+    def from_payload_json(cls, project_id: str, seq: int, text: str) -> ProgressEvent:
+        """An event read back from the log (``payload_json`` as stored)."""
+        return cls.from_payload(project_id, seq, orjson.loads(text))
+
+    @classmethod
     def from_wire(cls, data: bytes | str) -> ProgressEvent:
-        body = json.loads(data)
+        body = orjson.loads(data)
         return cls.from_payload(body["projectId"], body["seq"], body)
 
 
@@ -110,6 +115,6 @@ def encode_events(events: Sequence[ProgressEvent]) -> bytes:
 
 def decode_events(data: bytes | str) -> list[ProgressEvent]:
     """The events of one bus message; a single event object is accepted too."""
-    body = json.loads(data)
+    body = orjson.loads(data)
     bodies = body if isinstance(body, list) else [body]
     return [ProgressEvent.from_payload(b["projectId"], b["seq"], b) for b in bodies]

@@ -35,7 +35,7 @@ async def read_events(project_id: UUID, after: int) -> list[ProgressEvent]:
         .order_by("seq")
         .limit(REPLAY_BATCH)
     )
-    return [ProgressEvent.from_payload(str(project_id), r.seq, r.payload) for r in rows]
+    return [ProgressEvent.from_payload_json(str(project_id), r.seq, r.payload) for r in rows]
 
 
 async def read_last_seq(project_id: UUID) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -87,7 +88,7 @@ async def test_what_the_journal_commits_reads_back_exactly_as_the_runner_holds_i
             (2, "STEP_COMPLETED"),
             (3, "STEP_STARTED"),
         ]
-        assert records[-1].payload["status"]["steps"][1]["message"] == "Starting «now»"
+        assert json.loads(records[-1].payload)["status"]["steps"][1]["message"] == "Starting «now»"
         project = await Project.get(id=project_id)
         assert project.last_seq == 3 and project.lease_expires_at is not None
 

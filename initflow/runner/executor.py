@@ -86,12 +86,17 @@ class Executor:
             if self._lease_lost:
                 self._log("lease_lost", "lease lost during a step; stopped")
                 return
-            await asyncio.shield(release(self.lease))
+            await asyncio.shield(self._release_for_takeover())
             self._log("lease_released", "stopped; lease released for another runner")
             raise
         finally:
             heartbeat.cancel()
             watcher.cancel()
+
+    async def _release_for_takeover(self) -> None:
+        """Release the lease and wake every instance's runner, so another continues at once."""
+        if await release(self.lease):
+            await self._bus.wake_runners()
 
     async def _watch_for_cancel(self, main: asyncio.Task[None]) -> None:
         """Stop at once (cooperatively, also inside a step) when the run is canceled.

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from aiohttp import web
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
@@ -63,7 +64,7 @@ class FrameEncoder:
         entry = self._texts.get(id(data))
         if entry is not None and entry[0] is data:
             return entry[1]
-        text = json.dumps(data, separators=(",", ":"))
+        text = orjson.dumps(data).decode()
         self._texts[id(data)] = (data, text)
         if len(self._texts) > self._size:
             self._texts.popitem(last=False)

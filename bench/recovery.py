@@ -68,11 +68,11 @@ FROM ranked WHERE p.id = ranked.id
 """
 STARTED_AFTER = """
 SELECT project_id, min(created_at) AS at FROM progress_events
-WHERE type = 'STEP_STARTED' AND payload->>'step' = $1 AND created_at > $2
+WHERE type = 'STEP_STARTED' AND payload::jsonb->>'step' = $1 AND created_at > $2
 GROUP BY project_id
 """
 EVENT_COUNTS = """
-SELECT project_id, payload->>'step' AS step, type, count(*) AS n FROM progress_events
+SELECT project_id, payload::jsonb->>'step' AS step, type, count(*) AS n FROM progress_events
 WHERE type IN ('STEP_STARTED', 'STEP_COMPLETED', 'STEP_SKIPPED')
 GROUP BY 1, 2, 3
 """

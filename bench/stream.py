@@ -525,7 +525,7 @@ async def finish_loads(loads: list[Child], timeout: float) -> None:
 # --- counting ----------------------------------------------------------------------------
 
 
-EVENT_TIMES = "SELECT project_id::text AS id, seq, payload->>'at' AS at FROM progress_events"
+EVENT_TIMES = "SELECT project_id::text AS id, seq, payload::jsonb->>'at' AS at FROM progress_events"
 
 
 async def count_events(figures: Figures, target: Target, work: Path) -> None:

@@ -32,7 +32,7 @@ def postgres_url(database: str) -> str:
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
 
 
-async def _admin(*statements: str) -> None:
+async def postgres_admin(*statements: str) -> None:
     connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
     try:
         for statement in statements:
@@ -50,10 +50,12 @@ async def _migrate(url: str) -> None:
 def postgres_template() -> Iterator[str]:
     """A migrated database that each Postgres test copies (CREATE DATABASE … TEMPLATE)."""
     name = f"initflow_tpl_{os.getpid()}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    asyncio.run(
+        postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    )
     asyncio.run(_migrate(postgres_url(name)))
     yield name
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(postgres_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -79,7 +81,7 @@ def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> It
         return
     template = request.getfixturevalue("postgres_template")
     database = f"initflow_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f"CREATE DATABASE {database} TEMPLATE {template}"))
+    asyncio.run(postgres_admin(f"CREATE DATABASE {database} TEMPLATE {template}"))
     try:
         yield base.with_overrides(
             database_url=postgres_url(database),
@@ -87,7 +89,7 @@ def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> It
             redis_prefix=f"initflow-test-{database}",
         )
     finally:
-        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        asyncio.run(postgres_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
 
 
 @dataclass

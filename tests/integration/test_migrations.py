@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
+import pytest
 from tortoise import Tortoise
+from tortoise.migrations.api import migrate as tortoise_migrate
 from tortoise.migrations.autodetector import MigrationAutodetector
 
 from initflow.db import apply_migrations, open_database, tortoise_config
+from initflow.models import ProgressEventRecord
+from initflow.services.progress import read_events
+from tests.conftest import postgres_admin, postgres_url
 
 
 def sqlite_schema(path: Path) -> dict[str, Any]:
@@ -91,3 +100,85 @@ async def test_migrating_twice_is_harmless_and_enables_wal(tmp_path: Path) -> No
         assert rows[0][0] >= 5000
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+async def test_events_logged_before_the_text_payload_migration_replay_after_it(
+    dialect: str, tmp_path: Path
+) -> None:
+    """0004 turns the payload column from JSON into text; old rows keep replaying."""
+    database_name = f"initflow_migration_{os.getpid()}"
+    if dialect == "postgres":
+        await postgres_admin(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
+        await postgres_admin(f"CREATE DATABASE {database_name}")
+        url = postgres_url(database_name)
+    else:
+        url = f"sqlite://{tmp_path / 'before.sqlite3'}"
+    try:
+        config = tortoise_config(url, transaction_idle_timeout=None)
+        await tortoise_migrate(config=config, target="models.0003_step_next_attempt_at")
+        await Tortoise.close_connections()
+        project_id = uuid4()
+        database = await open_database(url, migrate=False)
+        try:
+            payload = await _log_one_event_the_old_way(dialect, project_id)
+        finally:
+            await database.close()
+        await apply_migrations(url)
+        await Tortoise.close_connections()
+        database = await open_database(url, migrate=False)
+        try:
+            [event] = await read_events(project_id, 0)
+        finally:
+            await database.close()
+        assert event.type.value == payload["type"] and event.seq == 1
+        assert event.status.to_json() == payload["status"]
+    finally:
+        if dialect == "postgres":
+            await postgres_admin(f"DROP DATABASE IF EXISTS {database_name} WITH (FORCE)")
+
+
+async def _log_one_event_the_old_way(dialect: str, project_id: UUID) -> dict[str, Any]:
+    """A user, a project and one event row, written as schema 0003 stored them."""
+    connection = ProgressEventRecord._meta.db
+    now = datetime.now(UTC)
+    user_id = uuid4()
+    status = {
+        "projectId": str(project_id),
+        "status": "initializing",
+        "progress": 0,
+        "error": None,
+        "seq": 1,
+        "updatedAt": now.isoformat(),
+        "steps": [],
+    }
+    payload = {"type": "STEP_STARTED", "at": now.isoformat(), "step": None, "status": status}
+    ids: list[Any] = (
+        [user_id, project_id] if dialect == "postgres" else [str(user_id), str(project_id)]
+    )
+    rows: list[tuple[str, list[Any]]] = [
+        (
+            "INSERT INTO users (id, name, token_hash, is_admin, created_at)"
+            " VALUES (?, 'old', 'h', ?, ?)",
+            [ids[0], False, now],
+        ),
+        (
+            "INSERT INTO projects (id, name, slug, template, parameters, environment_names,"
+            " status, progress, last_seq, lease_token, run_attempts, created_at, updated_at,"
+            " owner_id) VALUES (?, 'Old', 'old', 'static-site', '{}', '[]', 'initializing',"
+            " 0, 1, 0, 0, ?, ?, ?)",
+            [ids[1], now, now, ids[0]],
+        ),
+        (
+            "INSERT INTO progress_events (project_id, seq, type, payload, created_at)"
+            " VALUES (?, 1, 'STEP_STARTED', ?, ?)",
+            [ids[1], json.dumps(payload), now],
+        ),
+    ]
+    for template, values in rows:
+        sql = template
+        if dialect == "postgres":
+            for number in range(1, template.count("?") + 1):
+                sql = sql.replace("?", f"${number}", 1)
+        await connection.execute_query(sql, values)
+    return payload

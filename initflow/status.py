@@ -148,7 +148,7 @@ class StatusView:
                 return step
         raise KeyError(name)
 
-    def with_step(self, new: StepView) -> tuple[StepView, ...]:
+    def steps_with(self, new: StepView) -> tuple[StepView, ...]:
         """The steps with ``new`` in place of the step of its name."""
         return tuple(new if s.name == new.name else s for s in self.steps)
 

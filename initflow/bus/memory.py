@@ -36,7 +36,7 @@ class MemoryBus:
             self.fanout.remove(project_id, subscription)
 
     async def wake_runners(self) -> None:
-        self._work.set()
+        self.notice_work()  # one process: waking its own runner is waking them all
 
     def notice_work(self) -> None:
         self._work.set()

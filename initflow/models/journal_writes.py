@@ -19,7 +19,6 @@ guarded update first (it takes the write lock).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
+import orjson
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 _JSON_COLUMNS = frozenset({"checkpoint"})
@@ -75,7 +75,7 @@ def _column_value(column: str, value: Any, postgres: bool) -> Any:
     if isinstance(value, Enum):
         return value.value
     if column in _JSON_COLUMNS and not isinstance(value, str):
-        return json.dumps(value, separators=(",", ":"))
+        return orjson.dumps(value).decode()
     if isinstance(value, UUID) and not postgres:
         return str(value)  # Tortoise stores UUIDs as text on SQLite
     return value
@@ -214,14 +214,13 @@ def _postgres_arrays(shape: tuple[Any, ...], writes: Sequence[JournalWrite]) -> 
     ]
     for column, size in guard:
         if column.endswith("__in"):
-            arrays += [
-                [_column_value(column, list(w.guard[column])[m], True) for w in writes]
-                for m in range(size)
-            ]
+            allowed = [list(w.guard[column]) for w in writes]
+            arrays += [[_column_value(column, a[m], True) for a in allowed] for m in range(size)]
         else:
             arrays.append([_column_value(column, w.guard[column], True) for w in writes])
+    step_items = [list(w.step_columns.items()) for w in writes]
     for j, step_columns in enumerate(steps):
-        touched = [list(w.step_columns.items())[j] for w in writes]
+        touched = [items[j] for items in step_items]
         arrays.append([w.project_id for w in writes])
         arrays.append([name for name, _ in touched])
         arrays.append([w.updated_at for w in writes])

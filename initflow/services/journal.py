@@ -90,7 +90,7 @@ def apply_changes(
             new_state = change.step_fields.get("status")
             if new_state is not None:
                 check_step_transition(current.status, new_state)
-            steps = status.with_step(
+            steps = status.steps_with(
                 current.changed(**{"last_progress_at": now, **change.step_fields})
             )
         if change.project_status is not None:

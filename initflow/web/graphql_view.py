@@ -8,7 +8,6 @@ socket is refused before ``connection_ack``.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
@@ -55,10 +54,11 @@ class FrameEncoder:
     def encode(self, message: object) -> str:
         frame = _result_frame(message)
         if frame is None:
-            return json.dumps(message, separators=(",", ":"))
+            return orjson.dumps(message).decode()
         operation_id, kind, data = frame
         body = self._data_text(data)
-        return f'{{"id":{json.dumps(operation_id)},"type":"{kind}","payload":{{"data":{body}}}}}'
+        quoted_id = orjson.dumps(operation_id).decode()
+        return f'{{"id":{quoted_id},"type":"{kind}","payload":{{"data":{body}}}}}'
 
     def _data_text(self, data: object) -> str:
         entry = self._texts.get(id(data))

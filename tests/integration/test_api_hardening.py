@@ -7,10 +7,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from strawberry.extensions.validation_cache import _get_validate_cache
 
 from initflow.app import BUS, SERVICES
 from initflow.bus.redis import RedisBus
 from initflow.models import Project
+from initflow.schema.root import VALIDATION_CACHE_SIZE
 from tests.conftest import CREATE_PROJECT, Api
 
 TRANSPORT = ("graphql-transport-ws",)
@@ -222,6 +224,17 @@ async def test_validation_limits_apply_over_http_and_websocket(
         assert ws.close_code == 4400
         assert fragment in (message.extra or "").lower()
     await ws.close()
+
+
+async def test_a_document_seen_before_is_not_validated_again(api_for: Any) -> None:
+    """The limits still apply (above), yet a repeated document costs no second validation."""
+    api: Api = await api_for(run_runner=False)
+    validate = _get_validate_cache(VALIDATION_CACHE_SIZE)
+    document = "query RepeatedForTheCache { viewer { name } }"
+    assert "errors" not in await api.query(document)
+    hits = validate.cache_info().hits
+    assert "errors" not in await api.query(document)
+    assert validate.cache_info().hits == hits + 1
 
 
 async def test_introspection_can_be_switched_off_on_both_transports(api_for: Any) -> None:

@@ -23,6 +23,8 @@ def _is_ours_or_validation(error: GraphQLError) -> bool:
 
 
 class InitflowErrors(MaskErrors):
+    acts_on_errors_only = True  # its per-result hook may be skipped for clean results
+
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda e: not _is_ours_or_validation(e))
 

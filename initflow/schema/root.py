@@ -13,8 +13,10 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
 from initflow.errors import InitflowError
@@ -28,6 +30,7 @@ from initflow.resolvers.retry_initialization import retry_initialization
 from initflow.resolvers.templates import templates
 from initflow.resolvers.viewer import viewer
 from initflow.schema.errors import InitflowErrors
+from initflow.schema.extensions_runner import PreparedExtensionsRunner
 from initflow.schema.project import Project
 from initflow.schema.shared_events import SharedEventExecutor
 from initflow.schema.types import (
@@ -93,6 +96,11 @@ class InitflowSchema(strawberry.Schema):
             if e.original_error is not None and not isinstance(e.original_error, InitflowError)
         ]
         super().process_errors(unexpected, execution_context)
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return PreparedExtensionsRunner(execution_context, extensions)
 
 
 def build_schema(*, introspection: bool = True) -> strawberry.Schema:

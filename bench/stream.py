@@ -34,7 +34,9 @@ dropped after) and its own Redis prefix (INITFLOW_REDIS_PREFIX):
    machine's clock (every process runs here), including the receiving process's own
    event-loop delay. Percentiles are over every event delivered to every subscriber. A
    plain Redis subscriber in this process measures "commit → Redis" the same way, which
-   separates the writer's commit + publish from what serve and the WebSocket add.
+   separates the writer's commit + publish from what serve and the WebSocket add;
+   "Redis -> subscriber" is each delivery's receipt minus that plain subscriber's
+   receipt of the same event (what serve and the WebSocket add after the commit).
    Missing / dup: per subscriber, seqs after its SNAPSHOT up to the last it received
    that never arrived / arrived twice (both should be 0); late: events of streams that
    had not completed by the run deadline (default 60 s; counted in the percentiles with
@@ -115,6 +117,8 @@ class Figures:
     redis_events: int = 0
     redis_p50_ms: float = math.nan
     redis_p99_ms: float = math.nan
+    serve_p50_ms: float = math.nan
+    serve_p99_ms: float = math.nan
     rss_before_mib: float = math.nan
     rss_after_mib: float = math.nan
     rss_peak_mib: float = math.nan
@@ -225,6 +229,7 @@ class RedisProbe:
         self._redis: Redis = Redis.from_url(url)
         self._pattern = f"{prefix}:progress:*"
         self.latencies_ms: list[float] = []
+        self.received_at: dict[tuple[str, int], float] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -241,6 +246,7 @@ class RedisProbe:
                 received = time.time()
                 for event in decode_events(message["data"]):
                     self.latencies_ms.append((received - event.at.timestamp()) * 1000.0)
+                    self.received_at[event.project_id, event.seq] = received
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
@@ -367,8 +373,8 @@ async def measure(
         prefix = f"bench-stream-{os.getpid()}-{size}"
         token, ids = await seed(url, args.redis_url, prefix, args.projects)
         target = Target(name, url, prefix, token, ids, free_port())
-        await run_stage(figures, stage, args, admin, target)
-        await count_events(figures, target, stage.work)
+        at_redis = await run_stage(figures, stage, args, admin, target)
+        await count_events(figures, target, stage.work, at_redis)
     except Exception as exc:  # a benchmark reports what went wrong and goes on
         figures.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -384,7 +390,8 @@ async def run_stage(
     args: argparse.Namespace,
     admin: asyncpg.Connection,
     target: Target,
-) -> None:
+) -> dict[tuple[str, int], float]:
+    """Runs the stage; returns when the plain Redis subscriber received each event."""
     env = child_env(
         {
             "DATABASE_URL": target.url,
@@ -423,6 +430,7 @@ async def run_stage(
     if probe.latencies_ms:
         figures.redis_p50_ms = statistics.median(probe.latencies_ms)
         figures.redis_p99_ms = percentile(probe.latencies_ms, 0.99)
+    return probe.received_at
 
 
 async def warm_up(
@@ -528,8 +536,13 @@ async def finish_loads(loads: list[Child], timeout: float) -> None:
 EVENT_TIMES = "SELECT project_id::text AS id, seq, payload::jsonb->>'at' AS at FROM progress_events"
 
 
-async def count_events(figures: Figures, target: Target, work: Path) -> None:
+async def count_events(
+    figures: Figures, target: Target, work: Path, at_redis: dict[tuple[str, int], float]
+) -> None:
     """Latency percentiles; delivered, missing, duplicated and late against the database.
+
+    "Redis -> subscriber" pairs each delivery with the plain Redis subscriber's receipt
+    of the same event: what the serve instance and the WebSocket add after the commit.
 
     An event still undelivered when its load process stopped listening (the run deadline)
     counts in the percentiles with its age at that moment, a lower bound: the row is then
@@ -559,6 +572,10 @@ async def count_events(figures: Figures, target: Target, work: Path) -> None:
                 for seq in range(upto + 1, last_seq[project] + 1)
                 if (project, seq) in committed_at
             )
+    added = serve_added_ms(results, target, at_redis)
+    if added:
+        figures.serve_p50_ms = statistics.median(added)
+        figures.serve_p99_ms = percentile(added, 0.99)
     figures.lower_bounds = figures.late > 0
     figures.committed = sum(last_seq.values())
     figures.load_cpu_s = sum(result["cpu_seconds"] for result in results)
@@ -566,6 +583,20 @@ async def count_events(figures: Figures, target: Target, work: Path) -> None:
         figures.p50_ms = statistics.median(latencies)
         figures.p99_ms = percentile(latencies, 0.99)
         figures.max_ms = max(latencies)
+
+
+def serve_added_ms(
+    results: list[dict[str, Any]], target: Target, at_redis: dict[tuple[str, int], float]
+) -> list[float]:
+    added = []
+    for result in results:
+        for sub in result["subscribers"]:
+            project = target.ids[sub["project"]]
+            for seq, received in zip(sub["seqs"], sub["received_at"], strict=True):
+                redis_received = at_redis.get((project, seq))
+                if redis_received is not None:
+                    added.append((received - redis_received) * 1000.0)
+    return added
 
 
 def read_results(work: Path) -> list[dict[str, Any]]:
@@ -651,7 +682,9 @@ def details(f: Figures) -> str:
         f"({f.serve_sys_run_s:.1f} s system), serve peak RSS {f.rss_peak_mib:.0f} MB; "
         f"load generators CPU {f.load_cpu_s:.1f} s",
         f"{pad}commit -> Redis (plain subscriber): p50 {f.redis_p50_ms:.1f} ms, p99 "
-        f"{f.redis_p99_ms:.1f} ms ({f.redis_events} events); projects {f.project_states}",
+        f"{f.redis_p99_ms:.1f} ms ({f.redis_events} events); Redis -> subscriber (serve + "
+        f"WebSocket): p50 {f.serve_p50_ms:.1f} ms, p99 {f.serve_p99_ms:.1f} ms",
+        f"{pad}projects {f.project_states}",
     ]
     problems = []
     if f.streams_not_completed:

@@ -45,6 +45,7 @@ class Subscriber:
     snapshot_seq: int | None = None
     seqs: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)
     completed: bool = False
     error: str | None = None
 
@@ -55,6 +56,7 @@ class Subscriber:
             "snapshot_seq": self.snapshot_seq,
             "seqs": self.seqs,
             "latencies_ms": self.latencies_ms,
+            "received_at": self.received_at,
             "completed": self.completed,
             "error": self.error,
         }
@@ -129,6 +131,7 @@ async def follow(ws: aiohttp.ClientWebSocketResponse, sub: Subscriber) -> None:
             sub.seqs.append(int(event["seq"]))
             at = datetime.fromisoformat(event["at"]).timestamp()
             sub.latencies_ms.append((received - at) * 1000.0)
+            sub.received_at.append(received)
         elif kind == "complete":
             sub.completed = True
             return

@@ -9,7 +9,9 @@ Opens ``--count`` WebSocket connections (graphql-transport-ws, token in the
 ``--concurrency`` handshakes (connect → ack → subscribe → SNAPSHOT) are in flight at
 once. Prints ``ready <subscribed> <failed>`` once every subscriber has its SNAPSHOT or
 failed (after ``--setup-deadline`` the ones still pending count as failed), then
-records, for every later event, ``time.time()`` at receipt minus the event's ``at``.
+records, for every later event, ``time.time()`` at receipt minus the event's ``at``
+(a ``next`` frame is only timestamped and kept while listening, and parsed after the
+run, so that this process's own backlog adds as little as it can to the figure).
 Ends when every stream has completed, or on SIGTERM / ``--deadline``; then writes the
 JSON result file (with ``ended_at``, the moment it stopped listening) and prints
 ``done``.
@@ -46,10 +48,18 @@ class Subscriber:
     seqs: list[int] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)
+    frames: list[tuple[float, str]] = field(default_factory=list)
     completed: bool = False
     error: str | None = None
 
     def result(self) -> dict[str, Any]:
+        for received, text in self.frames:  # parsed after the run, not while timing
+            event = json.loads(text)["payload"]["data"]["initProgress"]
+            self.seqs.append(int(event["seq"]))
+            at = datetime.fromisoformat(event["at"]).timestamp()
+            self.latencies_ms.append((received - at) * 1000.0)
+            self.received_at.append(received)
+        self.frames.clear()
         return {
             "index": self.index,
             "project": self.project,
@@ -117,6 +127,10 @@ async def handshake(
     sub.snapshot_seq = int(event["seq"])
 
 
+NEXT_MESSAGE = '"type":"next"'  # the server writes it compactly, right after the id
+NEXT_WITHIN = 64
+
+
 async def follow(ws: aiohttp.ClientWebSocketResponse, sub: Subscriber) -> None:
     """Record every event after the SNAPSHOT until the server completes the stream."""
     while True:
@@ -124,15 +138,12 @@ async def follow(ws: aiohttp.ClientWebSocketResponse, sub: Subscriber) -> None:
         received = time.time()
         if message.type is not aiohttp.WSMsgType.TEXT:
             raise ConnectionError(f"socket {message.type.name} ({ws.close_code}) mid-stream")
+        if NEXT_MESSAGE in message.data[:NEXT_WITHIN]:
+            sub.frames.append((received, message.data))
+            continue
         body = json.loads(message.data)
         kind = body.get("type")
-        if kind == "next":
-            event = body["payload"]["data"]["initProgress"]
-            sub.seqs.append(int(event["seq"]))
-            at = datetime.fromisoformat(event["at"]).timestamp()
-            sub.latencies_ms.append((received - at) * 1000.0)
-            sub.received_at.append(received)
-        elif kind == "complete":
+        if kind == "complete":
             sub.completed = True
             return
         elif kind == "ping":

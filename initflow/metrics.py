@@ -73,6 +73,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.events_relayed = Counter(
+            "initflow_events_relayed_total",
+            "Live events written to a caught-up subscriber's socket by the fan-out itself.",
+            registry=r,
+        )
         self.runner_loop_alive = Gauge(
             "initflow_runner_loop_alive", "1 while this instance's claim loop runs.", registry=r
         )

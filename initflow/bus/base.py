@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -18,6 +18,17 @@ class BusSubscription(Protocol):
     @property
     def lost(self) -> bool:
         """Whether the last ``None`` from ``get`` meant a possible loss (not a quiet period)."""
+        ...
+
+    def relay_after(self, seq: int, relay: Callable[[ProgressEvent], bool]) -> None:
+        """Until ``stop_relay``, hand the events after ``seq`` to ``relay`` as they arrive,
+        in order, instead of queueing them; an event out of order or refused (``relay``
+        returned False), a loss, or a terminal event ends relaying and wakes ``get``."""
+        ...
+
+    def stop_relay(self) -> tuple[int, bool]:
+        """The last seq relayed (or the one relaying started after) and whether it ended
+        the stream."""
         ...
 
 

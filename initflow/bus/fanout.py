@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from initflow.events import ProgressEvent
 
 QUEUE_LIMIT = 1000
+
+Relay = Callable[[ProgressEvent], bool]
+"""Sends one event to the subscriber at once; False: it could not (the reader sends it)."""
+
+log = logging.getLogger("initflow.bus")
 
 
 class LocalSubscription:
@@ -18,22 +24,64 @@ class LocalSubscription:
     ``get`` returns a queued event without suspending or allocating; only an empty
     queue parks the reader on one future (no task per event: thousands of
     subscribers each wake once per event).
+
+    A caught-up reader may instead arm a relay (``relay_after``): events then go
+    straight to it, in seq order, from the fan-out itself, without waking the
+    reader. Relaying ends, and the reader wakes, at the first event that is out of
+    order or refused (that one is queued), at a loss, or after a terminal event.
     """
 
     def __init__(self) -> None:
         self._queue: deque[ProgressEvent] = deque()
         self._lost_pending = False
         self._waiter: asyncio.Future[None] | None = None
+        self._relay: Relay | None = None
+        self._relayed_seq = 0
+        self._relayed_terminal = False
         self.lost = False
 
+    def relay_after(self, seq: int, relay: Relay) -> None:
+        """Hand events ``seq + 1``, ``seq + 2``, … to ``relay`` until ``stop_relay``.
+
+        Not while events are queued or a loss is pending: the reader takes those first.
+        """
+        self._relay = None if self._queue or self._lost_pending else relay
+        self._relayed_seq = seq
+        self._relayed_terminal = False
+
+    def stop_relay(self) -> tuple[int, bool]:
+        """(the last seq relayed, or the one relaying started after; whether it was terminal)."""
+        self._relay = None
+        return self._relayed_seq, self._relayed_terminal
+
     def deliver(self, event: ProgressEvent) -> None:
+        if self._relay is not None and self._relayed(event, self._relay):
+            return
         if len(self._queue) >= QUEUE_LIMIT:
             self.mark_lost()
             return
         self._queue.append(event)
         self._wake()
 
+    def _relayed(self, event: ProgressEvent, relay: Relay) -> bool:
+        if event.seq <= self._relayed_seq:
+            return True  # sent already (the bus may repeat itself)
+        sent = False
+        if event.seq == self._relayed_seq + 1:
+            try:
+                sent = relay(event)
+            except Exception:  # one subscriber's failure must not stop the fan-out
+                log.exception("relaying an event failed; the subscriber's reader takes over")
+        if not sent or event.type.is_terminal:
+            self._relay = None
+            self._wake()
+        if sent:
+            self._relayed_seq = event.seq
+            self._relayed_terminal = event.type.is_terminal
+        return sent
+
     def mark_lost(self) -> None:
+        self._relay = None
         self._lost_pending = True
         self._wake()
 

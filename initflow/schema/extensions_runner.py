@@ -56,6 +56,11 @@ class PreparedExtensionsRunner(SchemaExtensionsRunner):
             if type(extension).get_results is not SchemaExtension.get_results
         ]
 
+    @property
+    def acts_on_clean_results(self) -> bool:
+        """Whether a result without errors gets per-result hooks or extension results."""
+        return bool(self._hooks_otherwise or self._with_results)
+
     def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
         hooks = self._hooks_for_errors if _may_carry_errors(result) else self._hooks_otherwise
         return PreparedStreamResultHooks(hooks, result)

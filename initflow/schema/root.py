@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import cached_property
 from typing import Any
 
 import strawberry
@@ -96,6 +97,11 @@ class InitflowSchema(strawberry.Schema):
             if e.original_error is not None and not isinstance(e.original_error, InitflowError)
         ]
         super().process_errors(unexpected, execution_context)
+
+    @cached_property
+    def relays_live_results(self) -> bool:
+        """Whether a live result without errors may bypass the per-result path (live_relay)."""
+        return not PreparedExtensionsRunner(None, self.get_extensions()).acts_on_clean_results  # type: ignore[arg-type]
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]

@@ -22,6 +22,7 @@ from typing import Any
 from graphql import ExecutionResult, OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from initflow.schema.live_relay import CURRENT_RELAY
 from initflow.schema.types import InitProgressEvent
 
 
@@ -43,6 +44,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     def build_per_event_executor(self, payload: Any) -> Any:
         if self.share_key is None:
             self.share_key = self._subscription_key()
+            relay = CURRENT_RELAY.get()
+            if relay is not None and relay.executor is None:
+                relay.executor = self
         if self.share_key is not None and isinstance(payload, InitProgressEvent):
             result = payload.shared_results.get(self.share_key)
             if isinstance(result, ExecutionResult):
@@ -61,6 +65,17 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
                 return result
             results[self.share_key] = result
         return result
+
+    def synchronous_result(self, payload: Any) -> ExecutionResult | None:
+        """The result for ``payload`` outside graphql-core's stream (``LiveRelay``);
+        ``None`` if producing it would need the event loop."""
+        result = self.build_per_event_executor(payload).execute_operation(False)
+        if isinstance(result, ExecutionResult):
+            return result
+        close = getattr(result, "close", None)
+        if callable(close):
+            close()  # an unawaited coroutine: never started, nothing to undo
+        return None
 
     def _subscription_key(self) -> Hashable | None:
         """Who asks and what exactly: equal keys give equal results for the same event."""

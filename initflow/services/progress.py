@@ -5,13 +5,18 @@ the snapshot, so any change committed after the snapshot arrives on the bus.
 Live events at or below the last delivered ``seq`` are dropped; a gap, a
 possible loss or a quiet period is filled from ``progress_events``, so the
 stream is complete even though the bus is at-most-once.
+
+A caller may pass a ``relay`` (the WebSocket layer does): while the stream is
+caught up, live events in order go to it straight from the bus's fan-out
+instead of through this generator; anything else (a gap, a loss, an event the
+relay refuses) wakes the generator, which carries on from the last seq relayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from uuid import UUID
 
@@ -81,7 +86,11 @@ class ProgressStream:
         self._last_seq = SharedLastSeq()
 
     async def events(
-        self, project_id: UUID, owner_id: UUID, after_seq: int | None
+        self,
+        project_id: UUID,
+        owner_id: UUID,
+        after_seq: int | None,
+        relay: Callable[[ProgressEvent], bool] | None = None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         """NotFound unless the project is the owner's (checked before anything is sent)."""
         finished_at: int | None = None
@@ -90,7 +99,8 @@ class ProgressStream:
         if self._metrics is not None:
             self._metrics.active_subscriptions.inc()
         try:
-            stream = self._stream(project_id, owner_id, after_seq, finished_at)
+            observed = None if relay is None else self._observed(relay)
+            stream = self._stream(project_id, owner_id, after_seq, finished_at, observed)
             async with aclosing(stream):
                 async for event in stream:
                     yield event
@@ -113,8 +123,31 @@ class ProgressStream:
             )
         return project.last_seq if project.status.is_terminal else None
 
+    def _observed(self, relay: Callable[[ProgressEvent], bool]) -> Callable[[ProgressEvent], bool]:
+        """``relay`` with each event it sends counted in the delivery latency metric."""
+
+        def send(event: ProgressEvent) -> bool:
+            if not relay(event):
+                return False
+            self._observe_latency(event)
+            if self._metrics is not None:
+                self._metrics.events_relayed.inc()
+            return True
+
+        return send
+
+    def _observe_latency(self, event: ProgressEvent) -> None:
+        if self._metrics is not None:
+            latency = (utcnow() - event.at).total_seconds()
+            self._metrics.event_latency.observe(max(0.0, latency))
+
     async def _stream(
-        self, project_id: UUID, owner_id: UUID, after_seq: int | None, finished_at: int | None
+        self,
+        project_id: UUID,
+        owner_id: UUID,
+        after_seq: int | None,
+        finished_at: int | None,
+        relay: Callable[[ProgressEvent], bool] | None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         async with self._bus.subscribe(str(project_id)) as live:
             if after_seq is None:
@@ -148,15 +181,14 @@ class ProgressStream:
                         if event.type.is_terminal:
                             return
                 if pending is not None and pending.seq == last + 1:
-                    if self._metrics is not None:
-                        self._metrics.event_latency.observe(
-                            max(0.0, (utcnow() - pending.at).total_seconds())
-                        )
+                    self._observe_latency(pending)
                     yield pending
                     last = pending.seq
                     if pending.type.is_terminal:
                         return
-                pending = await self._next_live(project_id, live, last)
+                last, pending, finished = await self._next_live(project_id, live, last, relay)
+                if finished:
+                    return
                 read_log = pending is None or pending.seq > last + 1
 
     async def _backfill(self, project_id: UUID, after: int) -> list[ProgressEvent]:
@@ -169,13 +201,24 @@ class ProgressStream:
             after = batch[-1].seq
 
     async def _next_live(
-        self, project_id: UUID, live: BusSubscription, last: int
-    ) -> ProgressEvent | None:
-        """The next live event newer than ``last``; ``None`` means "read the log"."""
+        self,
+        project_id: UUID,
+        live: BusSubscription,
+        last: int,
+        relay: Callable[[ProgressEvent], bool] | None,
+    ) -> tuple[int, ProgressEvent | None, bool]:
+        """(last seq sent, the next live event newer than it or ``None`` for "read the
+        log", whether the stream has ended); events sent by ``relay`` meanwhile count."""
         while True:
+            if relay is not None:
+                live.relay_after(last, relay)
             event = await live.get(self._recheck)
+            if relay is not None:
+                last, finished = live.stop_relay()
+                if finished:
+                    return last, None, True
             if event is not None:
                 if event.seq > last:
-                    return event
+                    return last, event, False
             elif live.lost or await self._last_seq.get(project_id) > last:
-                return None
+                return last, None, False

@@ -8,11 +8,9 @@ socket is refused before ``connection_ack``.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from aiohttp import web
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.exceptions import ConnectionRejectionError
@@ -22,7 +20,9 @@ from initflow.errors import Unauthenticated
 from initflow.schema.context import Context
 from initflow.services.auth import authenticate, parse_authorization
 from initflow.services.container import Services
+from initflow.web.frames import FrameEncoder
 from initflow.web.graphiql import render_graphql_ide
+from initflow.web.transport import RelayingTransportWSHandler
 
 MAX_FRAME_BYTES = 64 * 1024
 SUBSCRIPTIONS_PER_CONNECTION = 20
@@ -38,52 +38,6 @@ def _authorization_param(params: Any) -> str | None:
     return None
 
 
-class FrameEncoder:
-    """JSON frames for the WebSocket; a result's data is encoded once however many receive it.
-
-    A live event's result data is one object shared by every subscriber of the same
-    subscription (``initflow.schema.shared_events``), so its text is kept by object
-    identity for the most recent results. Entries hold their object, so an identity
-    cannot be reused while it is cached; shared results are never mutated.
-    """
-
-    def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._texts: OrderedDict[int, tuple[object, str]] = OrderedDict()
-
-    def encode(self, message: object) -> str:
-        frame = _result_frame(message)
-        if frame is None:
-            return orjson.dumps(message).decode()
-        operation_id, kind, data = frame
-        body = self._data_text(data)
-        quoted_id = orjson.dumps(operation_id).decode()
-        return f'{{"id":{quoted_id},"type":"{kind}","payload":{{"data":{body}}}}}'
-
-    def _data_text(self, data: object) -> str:
-        entry = self._texts.get(id(data))
-        if entry is not None and entry[0] is data:
-            return entry[1]
-        text = orjson.dumps(data).decode()
-        self._texts[id(data)] = (data, text)
-        if len(self._texts) > self._size:
-            self._texts.popitem(last=False)
-        return text
-
-
-def _result_frame(message: object) -> tuple[str, str, object] | None:
-    """(id, type, data) of a subscription result frame that carries data only."""
-    if not isinstance(message, dict) or message.get("type") not in ("next", "data"):
-        return None
-    payload = message.get("payload")
-    if not isinstance(payload, dict) or payload.keys() != {"data"}:
-        return None
-    operation_id = message.get("id")
-    if not isinstance(operation_id, str):
-        return None
-    return operation_id, str(message["type"]), payload["data"]
-
-
 class InitflowGraphQLView(GraphQLView[Context, None]):
     def __init__(self, services: Services, **kwargs: Any) -> None:
         settings = services.settings
@@ -97,10 +51,12 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
         )
         self.services = services
         self._connections: dict[str, int] = {}
-        self._frames = FrameEncoder()
+        self.frames = FrameEncoder()
+
+    graphql_transport_ws_handler_class = RelayingTransportWSHandler
 
     def encode_json(self, data: object) -> str:
-        return self._frames.encode(data)
+        return self.frames.encode(data)
 
     async def render_graphql_ide(self, request: web.Request) -> web.Response:
         """The playground with its assets served locally (see ``initflow.web.graphiql``)."""

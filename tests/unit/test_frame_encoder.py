@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from initflow.web.graphql_view import FrameEncoder
+from initflow.web.frames import FrameEncoder
 
 
 def test_frames_for_one_shared_result_carry_each_subscribers_own_id() -> None:

@@ -1,0 +1,72 @@
+"""What goes on the WebSocket: JSON messages and, for relayed events, whole frames."""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+
+import orjson
+
+
+class FrameEncoder:
+    """JSON frames for the WebSocket; a result's data is encoded once however many receive it.
+
+    A live event's result data is one object shared by every subscriber of the same
+    subscription (``initflow.schema.shared_events``), so its text is kept by object
+    identity for the most recent results. Entries hold their object, so an identity
+    cannot be reused while it is cached; shared results are never mutated.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._texts: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+    def encode(self, message: object) -> str:
+        frame = _result_frame(message)
+        if frame is None:
+            return orjson.dumps(message).decode()
+        return self._data_message(*frame)
+
+    def next_frame(self, operation_id: str, data: object) -> bytes:
+        """The WebSocket frame of a ``next`` message carrying ``data`` alone."""
+        return text_frame(self._data_message(operation_id, "next", data).encode())
+
+    def _data_message(self, operation_id: str, kind: str, data: object) -> str:
+        body = self._data_text(data)
+        quoted_id = orjson.dumps(operation_id).decode()
+        return f'{{"id":{quoted_id},"type":"{kind}","payload":{{"data":{body}}}}}'
+
+    def _data_text(self, data: object) -> str:
+        entry = self._texts.get(id(data))
+        if entry is not None and entry[0] is data:
+            return entry[1]
+        text = orjson.dumps(data).decode()
+        self._texts[id(data)] = (data, text)
+        if len(self._texts) > self._size:
+            self._texts.popitem(last=False)
+        return text
+
+
+def _result_frame(message: object) -> tuple[str, str, object] | None:
+    """(id, type, data) of a subscription result frame that carries data only."""
+    if not isinstance(message, dict) or message.get("type") not in ("next", "data"):
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or payload.keys() != {"data"}:
+        return None
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str):
+        return None
+    return operation_id, str(message["type"]), payload["data"]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 §5.2; a server never masks)."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload

@@ -86,7 +86,12 @@ class Subscription:
 
 
 class InitflowSchema(strawberry.Schema):
-    """Logs only errors nobody expected; a bad token or a missing project is not news."""
+    """Strawberry's schema with our error logging and our per-result extension runner.
+
+    Logs only errors nobody expected (a bad token or a missing project is not news);
+    streamed results go through ``PreparedExtensionsRunner``, and may skip it
+    altogether through a ``LiveRelay`` when ``relays_live_results`` holds.
+    """
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

@@ -208,15 +208,19 @@ class ProgressStream:
         relay: Callable[[ProgressEvent], bool] | None,
     ) -> tuple[int, ProgressEvent | None, bool]:
         """(last seq sent, the next live event newer than it or ``None`` for "read the
-        log", whether the stream has ended); events sent by ``relay`` meanwhile count."""
+        log", whether the stream has ended); events sent by ``relay`` meanwhile count,
+        and a wait during which the relay sent something was not a quiet one."""
         while True:
             if relay is not None:
                 live.relay_after(last, relay)
             event = await live.get(self._recheck)
             if relay is not None:
-                last, finished = live.stop_relay()
+                relayed, finished = live.stop_relay()
                 if finished:
-                    return last, None, True
+                    return relayed, None, True
+                flowed, last = relayed > last, relayed
+                if flowed and event is None and not live.lost:
+                    continue
             if event is not None:
                 if event.seq > last:
                     return last, event, False

@@ -4,6 +4,7 @@ subscription per instance, dedupe by seq, read-back on gaps and reconnects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import timedelta
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 
 from initflow.bus.memory import MemoryBus
 from initflow.bus.redis import PUBLISH_TIMEOUT, RedisBus
-from initflow.events import EventType
+from initflow.events import EventType, ProgressEvent
 from initflow.runner.journal import Change, RunJournal
 from initflow.runner.leases import claim_next
 from initflow.services.progress import ProgressStream
@@ -165,3 +166,97 @@ async def test_a_commit_does_not_wait_for_redis_to_answer(settings: Settings) ->
         await asyncio.wait_for(bus.publish([event]), timeout=PUBLISH_TIMEOUT / 5)
     await bus.close()  # waits for the send to time out
     silent.close()
+
+
+class Collector:
+    """A relay that takes every event it is offered, like a healthy socket."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self._more = asyncio.Event()
+
+    def __call__(self, event: ProgressEvent) -> bool:
+        self.sent.append(event.seq)
+        self._more.set()
+        return True
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.sent) < count:
+                self._more.clear()
+                await self._more.wait()
+
+
+async def test_a_relayed_stream_sends_in_order_and_reads_a_gap_back_itself(
+    settings: Settings,
+) -> None:
+    async with world(settings) as w:
+        journal = await silent_journal(w)
+        relay = Collector()
+        stream = ProgressStream(w.bus, recheck_seconds=30)
+        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        async with aclosing(events):
+            assert (await anext(events)).type is EventType.SNAPSHOT
+            step = journal.status.steps[0].name
+            first = await journal.record(started(journal, 0))
+            reader = asyncio.ensure_future(anext(events))  # parks, relay armed
+            await w.bus.publish(first)
+            gap = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 10}))
+            gap += await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 20}))
+            await w.bus.publish(gap[1:])  # seq 2 never reaches Redis
+            assert (await asyncio.wait_for(reader, 10)).seq == 2  # read back by the stream
+            assert (await asyncio.wait_for(anext(events), 10)).seq == 3
+            assert relay.sent == [1]
+            reader = asyncio.ensure_future(anext(events))
+            fourth = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 30}))
+            await w.bus.publish(fourth)
+            await relay.until(2)
+            assert relay.sent == [1, 4]
+            assert not reader.done(), "a relayed event does not wake the reader"
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+async def test_a_relayed_stream_still_rechecks_the_log_when_nothing_comes(
+    settings: Settings,
+) -> None:
+    async with world(settings) as w:
+        journal = await silent_journal(w)
+        relay = Collector()
+        stream = ProgressStream(w.bus, recheck_seconds=0.2)
+        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        async with aclosing(events):
+            await anext(events)
+            [lost] = await journal.record(started(journal, 0))  # never published
+            assert (await asyncio.wait_for(anext(events), 10)).seq == lost.seq
+            assert relay.sent == []
+
+
+async def test_a_stream_fed_by_its_relay_is_not_quiet_and_reads_nothing_back(
+    settings: Settings,
+) -> None:
+    """The log is ahead of the bus while events are in flight; that is not a loss."""
+    async with world(settings) as w:
+        journal = await silent_journal(w)
+        relay = Collector()
+        stream = ProgressStream(w.bus, recheck_seconds=0.5)
+        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        async with aclosing(events):
+            await anext(events)
+            step = journal.status.steps[0].name
+            committed = await journal.record(started(journal, 0))
+            for percent in range(1, 40):
+                committed += await journal.record(
+                    Change(EventType.STEP_PROGRESS, step, {"progress": percent})
+                )
+            reader = asyncio.ensure_future(anext(events))
+            for event in committed:  # over ≈ 1 s, one every ≈ 25 ms: never quiet for 0.5 s
+                await w.bus.publish([event])
+                await asyncio.sleep(0.025)
+            await relay.until(len(committed))
+            assert relay.sent == [e.seq for e in committed]
+            assert not reader.done(), "nothing was read back and sent a second way"
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

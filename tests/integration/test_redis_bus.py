@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from datetime import timedelta
 
@@ -187,14 +187,27 @@ class Collector:
                 await self._more.wait()
 
 
+def relayed_events(
+    w: World, journal: RunJournal, relay: Collector, recheck_seconds: float
+) -> AsyncGenerator[ProgressEvent, None]:
+    stream = ProgressStream(w.bus, recheck_seconds=recheck_seconds)
+    return stream.events(journal.lease.project_id, w.owner.id, None, relay)
+
+
+async def assert_still_parked(reader: asyncio.Future[ProgressEvent], why: str) -> None:
+    assert not reader.done(), why
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+
+
 async def test_a_relayed_stream_sends_in_order_and_reads_a_gap_back_itself(
     settings: Settings,
 ) -> None:
     async with world(settings) as w:
         journal = await silent_journal(w)
         relay = Collector()
-        stream = ProgressStream(w.bus, recheck_seconds=30)
-        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        events = relayed_events(w, journal, relay, recheck_seconds=30)
         async with aclosing(events):
             assert (await anext(events)).type is EventType.SNAPSHOT
             step = journal.status.steps[0].name
@@ -212,10 +225,7 @@ async def test_a_relayed_stream_sends_in_order_and_reads_a_gap_back_itself(
             await w.bus.publish(fourth)
             await relay.until(2)
             assert relay.sent == [1, 4]
-            assert not reader.done(), "a relayed event does not wake the reader"
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await assert_still_parked(reader, "a relayed event does not wake the reader")
 
 
 async def test_a_relayed_stream_still_rechecks_the_log_when_nothing_comes(
@@ -224,8 +234,7 @@ async def test_a_relayed_stream_still_rechecks_the_log_when_nothing_comes(
     async with world(settings) as w:
         journal = await silent_journal(w)
         relay = Collector()
-        stream = ProgressStream(w.bus, recheck_seconds=0.2)
-        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        events = relayed_events(w, journal, relay, recheck_seconds=0.2)
         async with aclosing(events):
             await anext(events)
             [lost] = await journal.record(started(journal, 0))  # never published
@@ -240,8 +249,7 @@ async def test_a_stream_fed_by_its_relay_is_not_quiet_and_reads_nothing_back(
     async with world(settings) as w:
         journal = await silent_journal(w)
         relay = Collector()
-        stream = ProgressStream(w.bus, recheck_seconds=0.5)
-        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        events = relayed_events(w, journal, relay, recheck_seconds=0.5)
         async with aclosing(events):
             await anext(events)
             step = journal.status.steps[0].name
@@ -256,7 +264,4 @@ async def test_a_stream_fed_by_its_relay_is_not_quiet_and_reads_nothing_back(
                 await asyncio.sleep(0.025)
             await relay.until(len(committed))
             assert relay.sent == [e.seq for e in committed]
-            assert not reader.done(), "nothing was read back and sent a second way"
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await assert_still_parked(reader, "nothing was read back and sent a second way")

@@ -573,8 +573,11 @@ def test_queued_is_distinct_from_running_and_a_stalled_step_stops_spinning(
     start_server: Callable[..., tuple[Server, str]],
     artifacts: Path,
 ) -> None:
-    # The API alone: nothing runs the project until a worker starts.
-    server, token = start_server("--no-runner", INITFLOW_STALL_AFTER_SECONDS="2")
+    # The API alone: nothing runs the project until a worker starts. The lease outlives
+    # the pause below, however slow the machine: this is a stall, not a takeover.
+    server, token = start_server(
+        "--no-runner", INITFLOW_STALL_AFTER_SECONDS="2", INITFLOW_LEASE_TTL_SECONDS="120"
+    )
     api = ApiClient(server.url, token)
     project_id = api.create_project("Waiting for a worker")
     page = new_context(token).new_page()

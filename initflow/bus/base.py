@@ -9,6 +9,9 @@ from typing import Protocol
 
 from initflow.events import ProgressEvent
 
+Relay = Callable[[ProgressEvent], bool]
+"""Sends one event to the subscriber at once; False: it could not (the reader sends it)."""
+
 
 class BusSubscription(Protocol):
     async def get(self, timeout: float) -> ProgressEvent | None:
@@ -20,7 +23,7 @@ class BusSubscription(Protocol):
         """Whether the last ``None`` from ``get`` meant a possible loss (not a quiet period)."""
         ...
 
-    def relay_after(self, seq: int, relay: Callable[[ProgressEvent], bool]) -> None:
+    def relay_after(self, seq: int, relay: Relay) -> None:
         """Until ``stop_relay``, hand the events after ``seq`` to ``relay`` as they arrive,
         in order, instead of queueing them; an event out of order or refused (``relay``
         returned False), a loss, or a terminal event ends relaying and wakes ``get``."""

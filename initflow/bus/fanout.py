@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from initflow.bus.base import Relay
 from initflow.events import ProgressEvent
 
 QUEUE_LIMIT = 1000
-
-Relay = Callable[[ProgressEvent], bool]
-"""Sends one event to the subscriber at once; False: it could not (the reader sends it)."""
 
 log = logging.getLogger("initflow.bus")
 
@@ -72,12 +70,13 @@ class LocalSubscription:
                 sent = relay(event)
             except Exception:  # one subscriber's failure must not stop the fan-out
                 log.exception("relaying an event failed; the subscriber's reader takes over")
-        if not sent or event.type.is_terminal:
+        terminal = event.type.is_terminal
+        if not sent or terminal:
             self._relay = None
             self._wake()
         if sent:
             self._relayed_seq = event.seq
-            self._relayed_terminal = event.type.is_terminal
+            self._relayed_terminal = terminal
         return sent
 
     def mark_lost(self) -> None:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import timedelta
 
 import strawberry
 
-from initflow.events import ProgressEvent
+from initflow.bus import Relay
 from initflow.schema.context import Info
 from initflow.schema.live_relay import CURRENT_RELAY
 from initflow.schema.types import InitProgressEvent
@@ -28,7 +28,7 @@ async def init_progress(
             yield InitProgressEvent.from_event(event, stall_after)
 
 
-def _relay(stall_after: timedelta) -> Callable[[ProgressEvent], bool] | None:
+def _relay(stall_after: timedelta) -> Relay | None:
     """Live events straight to the socket, when the transport offers it (schema/live_relay)."""
     relay = CURRENT_RELAY.get()
     if relay is None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from uuid import UUID
 
-from initflow.bus import BusSubscription, ProgressBus
+from initflow.bus import BusSubscription, ProgressBus, Relay
 from initflow.clock import utcnow
 from initflow.errors import InvalidInput, NotFound
 from initflow.events import EventType, ProgressEvent
@@ -90,7 +90,7 @@ class ProgressStream:
         project_id: UUID,
         owner_id: UUID,
         after_seq: int | None,
-        relay: Callable[[ProgressEvent], bool] | None = None,
+        relay: Relay | None = None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         """NotFound unless the project is the owner's (checked before anything is sent)."""
         finished_at: int | None = None
@@ -123,7 +123,7 @@ class ProgressStream:
             )
         return project.last_seq if project.status.is_terminal else None
 
-    def _observed(self, relay: Callable[[ProgressEvent], bool]) -> Callable[[ProgressEvent], bool]:
+    def _observed(self, relay: Relay) -> Relay:
         """``relay`` with each event it sends counted in the delivery latency metric."""
 
         def send(event: ProgressEvent) -> bool:
@@ -147,7 +147,7 @@ class ProgressStream:
         owner_id: UUID,
         after_seq: int | None,
         finished_at: int | None,
-        relay: Callable[[ProgressEvent], bool] | None,
+        relay: Relay | None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         async with self._bus.subscribe(str(project_id)) as live:
             if after_seq is None:
@@ -205,7 +205,7 @@ class ProgressStream:
         project_id: UUID,
         live: BusSubscription,
         last: int,
-        relay: Callable[[ProgressEvent], bool] | None,
+        relay: Relay | None,
     ) -> tuple[int, ProgressEvent | None, bool]:
         """(last seq sent, the next live event newer than it or ``None`` for "read the
         log", whether the stream has ended); events sent by ``relay`` meanwhile count,

@@ -45,21 +45,10 @@ class PreparedExtensionsRunner(SchemaExtensionsRunner):
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension] | None = None
     ) -> None:
         super().__init__(execution_context, extensions)
-        hooks = StreamResultContextManager(self.extensions, None).hooks  # type: ignore[arg-type]
-        self._hooks_for_errors = hooks
-        self._hooks_otherwise = [
-            hook for hook in hooks if not getattr(hook.extension, "acts_on_errors_only", False)
-        ]
-        self._with_results = [
-            extension
-            for extension in self.extensions
-            if type(extension).get_results is not SchemaExtension.get_results
-        ]
-
-    @property
-    def acts_on_clean_results(self) -> bool:
-        """Whether a result without errors gets per-result hooks or extension results."""
-        return bool(self._hooks_otherwise or self._with_results)
+        self._hooks_for_errors = stream_result_hooks(self.extensions)
+        self._hooks_otherwise, self._with_results = clean_result_work(
+            self.extensions, self._hooks_for_errors
+        )
 
     def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
         hooks = self._hooks_for_errors if _may_carry_errors(result) else self._hooks_otherwise
@@ -71,6 +60,27 @@ class PreparedExtensionsRunner(SchemaExtensionsRunner):
             data.update(await await_maybe(extension.get_results()))
         data.update(ctx.extensions_results)
         return data
+
+
+def stream_result_hooks(extensions: list[SchemaExtension]) -> list[WrappedHook]:
+    """Every extension's ``on_stream_result`` hook, looked up as Strawberry does."""
+    return StreamResultContextManager(extensions, None).hooks  # type: ignore[arg-type]
+
+
+def clean_result_work(
+    extensions: list[SchemaExtension], hooks: list[WrappedHook]
+) -> tuple[list[WrappedHook], list[SchemaExtension]]:
+    """What a result without errors goes through, of ``extensions`` and their stream-result
+    ``hooks``: (the hooks that still run, the extensions with results)."""
+    clean_hooks = [
+        hook for hook in hooks if not getattr(hook.extension, "acts_on_errors_only", False)
+    ]
+    with_results = [
+        extension
+        for extension in extensions
+        if type(extension).get_results is not SchemaExtension.get_results
+    ]
+    return clean_hooks, with_results
 
 
 def _may_carry_errors(result: StreamExecutionResult) -> bool:

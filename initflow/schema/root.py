@@ -31,7 +31,11 @@ from initflow.resolvers.retry_initialization import retry_initialization
 from initflow.resolvers.templates import templates
 from initflow.resolvers.viewer import viewer
 from initflow.schema.errors import InitflowErrors
-from initflow.schema.extensions_runner import PreparedExtensionsRunner
+from initflow.schema.extensions_runner import (
+    PreparedExtensionsRunner,
+    clean_result_work,
+    stream_result_hooks,
+)
 from initflow.schema.project import Project
 from initflow.schema.shared_events import SharedEventExecutor
 from initflow.schema.types import (
@@ -106,7 +110,9 @@ class InitflowSchema(strawberry.Schema):
     @cached_property
     def relays_live_results(self) -> bool:
         """Whether a live result without errors may bypass the per-result path (live_relay)."""
-        return not PreparedExtensionsRunner(None, self.get_extensions()).acts_on_clean_results  # type: ignore[arg-type]
+        extensions = self.get_extensions()
+        hooks, with_results = clean_result_work(extensions, stream_result_hooks(extensions))
+        return not (hooks or with_results)
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]

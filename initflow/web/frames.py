@@ -19,32 +19,35 @@ class FrameEncoder:
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._texts: OrderedDict[int, tuple[object, str]] = OrderedDict()
+        self._bodies: OrderedDict[int, tuple[object, bytes]] = OrderedDict()
 
     def encode(self, message: object) -> str:
         frame = _result_frame(message)
         if frame is None:
             return orjson.dumps(message).decode()
-        return self._data_message(*frame)
+        operation_id, kind, data = frame
+        return self._data_message(operation_id, kind.encode(), data).decode()
 
     def next_frame(self, operation_id: str, data: object) -> bytes:
         """The WebSocket frame of a ``next`` message carrying ``data`` alone."""
-        return text_frame(self._data_message(operation_id, "next", data).encode())
+        return text_frame(self._data_message(operation_id, b"next", data))
 
-    def _data_message(self, operation_id: str, kind: str, data: object) -> str:
-        body = self._data_text(data)
-        quoted_id = orjson.dumps(operation_id).decode()
-        return f'{{"id":{quoted_id},"type":"{kind}","payload":{{"data":{body}}}}}'
+    def _data_message(self, operation_id: str, kind: bytes, data: object) -> bytes:
+        return b'{"id":%b,"type":"%b","payload":{"data":%b}}' % (
+            orjson.dumps(operation_id),
+            kind,
+            self._data_json(data),
+        )
 
-    def _data_text(self, data: object) -> str:
-        entry = self._texts.get(id(data))
+    def _data_json(self, data: object) -> bytes:
+        entry = self._bodies.get(id(data))
         if entry is not None and entry[0] is data:
             return entry[1]
-        text = orjson.dumps(data).decode()
-        self._texts[id(data)] = (data, text)
-        if len(self._texts) > self._size:
-            self._texts.popitem(last=False)
-        return text
+        body = orjson.dumps(data)
+        self._bodies[id(data)] = (data, body)
+        if len(self._bodies) > self._size:
+            self._bodies.popitem(last=False)
+        return body
 
 
 def _result_frame(message: object) -> tuple[str, str, object] | None:

@@ -39,6 +39,8 @@ def _authorization_param(params: Any) -> str | None:
 
 
 class InitflowGraphQLView(GraphQLView[Context, None]):
+    graphql_transport_ws_handler_class = RelayingTransportWSHandler
+
     def __init__(self, services: Services, **kwargs: Any) -> None:
         settings = services.settings
         origins = settings.allowed_origins or (settings.base_url,)
@@ -52,8 +54,6 @@ class InitflowGraphQLView(GraphQLView[Context, None]):
         self.services = services
         self._connections: dict[str, int] = {}
         self.frames = FrameEncoder()
-
-    graphql_transport_ws_handler_class = RelayingTransportWSHandler
 
     def encode_json(self, data: object) -> str:
         return self.frames.encode(data)

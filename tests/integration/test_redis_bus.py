@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -187,11 +188,27 @@ class Collector:
                 await self._more.wait()
 
 
-def relayed_events(
-    w: World, journal: RunJournal, relay: Collector, recheck_seconds: float
-) -> AsyncGenerator[ProgressEvent, None]:
-    stream = ProgressStream(w.bus, recheck_seconds=recheck_seconds)
-    return stream.events(journal.lease.project_id, w.owner.id, None, relay)
+@dataclass
+class RelayedStream:
+    w: World
+    journal: RunJournal
+    relay: Collector
+    events: AsyncGenerator[ProgressEvent, None]
+
+
+@contextlib.asynccontextmanager
+async def relayed_stream(
+    settings: Settings, recheck_seconds: float
+) -> AsyncIterator[RelayedStream]:
+    """A pending run's stream with a relay, its SNAPSHOT already taken."""
+    async with world(settings) as w:
+        journal = await silent_journal(w)
+        relay = Collector()
+        stream = ProgressStream(w.bus, recheck_seconds=recheck_seconds)
+        events = stream.events(journal.lease.project_id, w.owner.id, None, relay)
+        async with aclosing(events):
+            assert (await anext(events)).type is EventType.SNAPSHOT
+            yield RelayedStream(w, journal, relay, events)
 
 
 async def assert_still_parked(reader: asyncio.Future[ProgressEvent], why: str) -> None:
@@ -204,64 +221,53 @@ async def assert_still_parked(reader: asyncio.Future[ProgressEvent], why: str) -
 async def test_a_relayed_stream_sends_in_order_and_reads_a_gap_back_itself(
     settings: Settings,
 ) -> None:
-    async with world(settings) as w:
-        journal = await silent_journal(w)
-        relay = Collector()
-        events = relayed_events(w, journal, relay, recheck_seconds=30)
-        async with aclosing(events):
-            assert (await anext(events)).type is EventType.SNAPSHOT
-            step = journal.status.steps[0].name
-            first = await journal.record(started(journal, 0))
-            reader = asyncio.ensure_future(anext(events))  # parks, relay armed
-            await w.bus.publish(first)
-            gap = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 10}))
-            gap += await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 20}))
-            await w.bus.publish(gap[1:])  # seq 2 never reaches Redis
-            assert (await asyncio.wait_for(reader, 10)).seq == 2  # read back by the stream
-            assert (await asyncio.wait_for(anext(events), 10)).seq == 3
-            assert relay.sent == [1]
-            reader = asyncio.ensure_future(anext(events))
-            fourth = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 30}))
-            await w.bus.publish(fourth)
-            await relay.until(2)
-            assert relay.sent == [1, 4]
-            await assert_still_parked(reader, "a relayed event does not wake the reader")
+    async with relayed_stream(settings, recheck_seconds=30) as stream:
+        w, journal, relay, events = stream.w, stream.journal, stream.relay, stream.events
+        step = journal.status.steps[0].name
+        first = await journal.record(started(journal, 0))
+        reader = asyncio.ensure_future(anext(events))  # parks, relay armed
+        await w.bus.publish(first)
+        gap = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 10}))
+        gap += await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 20}))
+        await w.bus.publish(gap[1:])  # seq 2 never reaches Redis
+        assert (await asyncio.wait_for(reader, 10)).seq == 2  # read back by the stream
+        assert (await asyncio.wait_for(anext(events), 10)).seq == 3
+        assert relay.sent == [1]
+        reader = asyncio.ensure_future(anext(events))
+        fourth = await journal.record(Change(EventType.STEP_PROGRESS, step, {"progress": 30}))
+        await w.bus.publish(fourth)
+        await relay.until(2)
+        assert relay.sent == [1, 4]
+        await assert_still_parked(reader, "a relayed event does not wake the reader")
 
 
 async def test_a_relayed_stream_still_rechecks_the_log_when_nothing_comes(
     settings: Settings,
 ) -> None:
-    async with world(settings) as w:
-        journal = await silent_journal(w)
-        relay = Collector()
-        events = relayed_events(w, journal, relay, recheck_seconds=0.2)
-        async with aclosing(events):
-            await anext(events)
-            [lost] = await journal.record(started(journal, 0))  # never published
-            assert (await asyncio.wait_for(anext(events), 10)).seq == lost.seq
-            assert relay.sent == []
+    async with relayed_stream(settings, recheck_seconds=0.2) as stream:
+        [lost] = await stream.journal.record(started(stream.journal, 0))  # never published
+        assert (await asyncio.wait_for(anext(stream.events), 10)).seq == lost.seq
+        assert stream.relay.sent == []
 
 
 async def test_a_stream_fed_by_its_relay_is_not_quiet_and_reads_nothing_back(
     settings: Settings,
 ) -> None:
     """The log is ahead of the bus while events are in flight; that is not a loss."""
-    async with world(settings) as w:
-        journal = await silent_journal(w)
-        relay = Collector()
-        events = relayed_events(w, journal, relay, recheck_seconds=0.5)
-        async with aclosing(events):
-            await anext(events)
-            step = journal.status.steps[0].name
-            committed = await journal.record(started(journal, 0))
-            for percent in range(1, 40):
-                committed += await journal.record(
-                    Change(EventType.STEP_PROGRESS, step, {"progress": percent})
-                )
-            reader = asyncio.ensure_future(anext(events))
-            for event in committed:  # over ≈ 1 s, one every ≈ 25 ms: never quiet for 0.5 s
-                await w.bus.publish([event])
-                await asyncio.sleep(0.025)
-            await relay.until(len(committed))
-            assert relay.sent == [e.seq for e in committed]
-            await assert_still_parked(reader, "nothing was read back and sent a second way")
+    async with relayed_stream(settings, recheck_seconds=0.5) as stream:
+        journal, relay = stream.journal, stream.relay
+        step = journal.status.steps[0].name
+        committed = await journal.record(started(journal, 0))
+        for percent in range(1, 40):
+            committed += await journal.record(
+                Change(EventType.STEP_PROGRESS, step, {"progress": percent})
+            )
+        reader = asyncio.ensure_future(anext(stream.events))
+        # The workload's pace, not a synchronisation: events keep arriving, one every
+        # ≈ 25 ms for ≈ 1 s, so no 0.5 s wait is ever quiet.
+        for event in committed:
+            await stream.w.bus.publish([event])
+            await asyncio.sleep(0.025)
+        await relay.until(len(committed))
+        assert relay.sent == [e.seq for e in committed]
+        await assert_still_parked(reader, "nothing was read back and sent a second way")

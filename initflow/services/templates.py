@@ -16,6 +16,7 @@ import tomllib
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -327,6 +328,7 @@ _ENVIRONMENT = SandboxedEnvironment(
 )
 # `tojson` quotes a value for YAML/TOML/Python; keep non-ASCII readable and keys ordered.
 _ENVIRONMENT.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+COMPILED_TEMPLATES_CACHED = 1024
 
 
 @dataclass(frozen=True)
@@ -347,11 +349,23 @@ def _render_failed(template: Template, source_name: str, exc: Exception) -> Perm
     )
 
 
+@lru_cache(maxsize=COMPILED_TEMPLATES_CACHED)
+def _compiled(text: str) -> jinja2.Template:
+    """Compiled once per distinct source text (every run of a template renders the same files).
+
+    Compiling was most of a render's CPU, and it runs in a thread: the event loop
+    waited for the GIL meanwhile (``bench/stream.py``). A compiled template is
+    immutable and safe to render from several threads; the key is the text itself,
+    so an edited template file is compiled anew.
+    """
+    return _ENVIRONMENT.from_string(text)
+
+
 def _render_string(
     template: Template, source_name: str, text: str, context: Mapping[str, object]
 ) -> str:
     try:
-        return _ENVIRONMENT.from_string(text).render(dict(context))
+        return _compiled(text).render(dict(context))
     except Exception as exc:  # any error raised while running template code is the template's
         raise _render_failed(template, source_name, exc) from exc
 

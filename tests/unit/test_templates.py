@@ -15,6 +15,7 @@ from initflow.errors import ConfigurationError, InvalidInput, PermanentStepError
 from initflow.services.templates import (
     Template,
     TemplateCatalog,
+    _compiled,
     render_template,
     validate_parameters,
 )
@@ -289,6 +290,32 @@ async def test_on_progress_reports_each_file_with_the_total(
     assert [call[0] for call in calls] == list(range(1, len(written) + 1))
     assert {call[1] for call in calls} == {len(written)}
     assert sorted(call[2] for call in calls) == written
+
+
+async def test_a_second_run_of_a_template_compiles_nothing_again(
+    catalog: TemplateCatalog, tmp_path: Path
+) -> None:
+    template = catalog.get("static-site")
+    context = context_for(template)
+    await render_template(template, context, tmp_path / "first")
+    compiled = _compiled.cache_info().currsize
+    await render_template(template, context_for(template, {"tagline": "Other"}), tmp_path / "b")
+    assert _compiled.cache_info().currsize == compiled
+    assert "Other" in (tmp_path / "b" / "site/index.html").read_text()
+
+
+async def test_a_template_file_edited_between_runs_renders_its_new_content(
+    tmp_path: Path,
+) -> None:
+    folder = write_template(
+        tmp_path / "templates", "edited", 'title = "Edited"\n', {"a.txt.j2": "one {{ slug }}"}
+    )
+    template = TemplateCatalog([folder.parent]).get("edited")
+    await render_template(template, {"slug": "x"}, tmp_path / "first")
+    (folder / "files" / "a.txt.j2").write_text("two {{ slug }}")
+    await render_template(template, {"slug": "x"}, tmp_path / "second")
+    assert (tmp_path / "first" / "a.txt").read_text() == "one x"
+    assert (tmp_path / "second" / "a.txt").read_text() == "two x"
 
 
 async def test_file_and_folder_names_are_rendered(tmp_path: Path) -> None:

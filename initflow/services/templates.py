@@ -353,8 +353,8 @@ def _render_failed(template: Template, source_name: str, exc: Exception) -> Perm
 def _compiled(text: str) -> jinja2.Template:
     """Compiled once per distinct source text (every run of a template renders the same files).
 
-    Compiling was most of a render's CPU, and it runs in a thread: the event loop
-    waited for the GIL meanwhile (``bench/stream.py``). A compiled template is
+    Compiling was most of a render's CPU (``bench/stream.py``'s worker), in a thread
+    that holds the GIL the event loop needs. A compiled template is
     immutable and safe to render from several threads; the key is the text itself,
     so an edited template file is compiled anew.
     """

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from initflow.bus import ProgressBus
-from initflow.bus.memory import MemoryBus
-from initflow.bus.redis import RedisBus
+from initflow.components import build_bus, catalog_for
 from initflow.db import Database, is_sqlite, open_database
 from initflow.metrics import Metrics
 from initflow.runner.registry import StepRegistry
@@ -23,7 +22,6 @@ from initflow.runner.steps import default_registry
 from initflow.runner.worker import Runner
 from initflow.schema.root import build_schema
 from initflow.services.container import Services
-from initflow.services.templates import TemplateCatalog
 from initflow.settings import Settings
 from initflow.web.dashboard import dashboard_routes
 from initflow.web.git_http import git_routes
@@ -39,18 +37,6 @@ DATABASE = web.AppKey("database", Database)
 BUS = web.AppKey("bus", ProgressBus)
 SERVICES = web.AppKey("services", Services)
 RUNNER = web.AppKey("runner", Runner)
-
-
-def build_bus(settings: Settings) -> ProgressBus:
-    if settings.redis_url:
-        return RedisBus(settings.redis_url, settings.redis_prefix)
-    return MemoryBus()
-
-
-def catalog_for(settings: Settings) -> TemplateCatalog:
-    """Built-in templates, overridable by name from ``INITFLOW_TEMPLATE_DIRS``."""
-    builtin = TemplateCatalog.builtin()
-    return TemplateCatalog([*builtin.roots, *settings.extra_template_dirs])
 
 
 def create_app(

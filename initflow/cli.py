@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _worker(settings: Settings, burst: bool) -> None:
-    from initflow.app import build_bus, catalog_for
+    from initflow.components import build_bus, catalog_for
     from initflow.db import is_sqlite, open_database
     from initflow.metrics import Metrics
     from initflow.runner.steps import default_registry

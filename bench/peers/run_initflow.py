@@ -23,8 +23,8 @@ import aiosqlite
 import asyncpg
 from common import STEP_NAMES, Clock, arguments, done, ready
 
-from initflow.app import build_bus, catalog_for
 from initflow.bus.memory import MemoryBus
+from initflow.components import build_bus, catalog_for
 from initflow.db import open_database
 from initflow.event_loop import use_fastest_loop
 from initflow.metrics import Metrics

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-from e2e.processes import database_path, run_cli
+from e2e.processes import child_environment, database_path, run_cli
 
 
 def test_migrate_on_sqlite_applies_the_schema_and_exits(tmp_path: Path) -> None:
@@ -15,3 +17,25 @@ def test_migrate_on_sqlite_applies_the_schema_and_exits(tmp_path: Path) -> None:
     with sqlite3.connect(database_path(tmp_path)) as connection:
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master")}
     assert {"projects", "initialization_steps", "progress_events"} <= tables
+
+
+def test_a_worker_starts_without_the_graphql_schema_or_the_web_server(tmp_path: Path) -> None:
+    # A restarted worker's runs wait for its start-up; the schema and aiohttp's server
+    # were a third of it, and a worker serves no API.
+    script = (
+        "import sys\n"
+        "from initflow.cli import main\n"
+        "assert main(['worker', '--burst']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('strawberry', 'graphql')"
+        " or m.startswith('aiohttp.web')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=child_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
-from initflow.app import build_bus, catalog_for
 from initflow.bus import ProgressBus
+from initflow.components import build_bus, catalog_for
 from initflow.db import Database, open_database
 from initflow.metrics import Metrics
 from initflow.models import User

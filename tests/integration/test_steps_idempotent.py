@@ -10,7 +10,7 @@ from uuid import UUID
 
 import pytest
 
-from initflow.app import catalog_for
+from initflow.components import catalog_for
 from initflow.models import (
     AuditEntry,
     Environment,

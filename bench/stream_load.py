@@ -37,6 +37,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from initflow.event_loop import use_fastest_loop
+from initflow.web.frames import frame_header
 
 SUBSCRIBE = (
     "subscription($id: ID!) { initProgress(projectId: $id) "
@@ -183,16 +184,9 @@ class WireClient(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            head = bytes([0x80 | opcode, 0x80 | size])
-        elif size < 1 << 16:
-            head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
-        else:
-            head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
-        key = int.from_bytes((mask * (size // 4 + 1))[:size], "big")
-        masked = (int.from_bytes(payload, "big") ^ key).to_bytes(size, "big")
-        self._transport.write(head + mask + masked)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        header = frame_header(opcode, len(payload), masked=True)
+        self._transport.write(header + mask + masked)
 
     def close(self) -> None:
         self._send(OP_CLOSE, (1000).to_bytes(2, "big"))

@@ -63,13 +63,20 @@ def _result_frame(message: object) -> tuple[str, str, object] | None:
     return operation_id, str(message["type"]), payload["data"]
 
 
+TEXT_OPCODE = 0x1
+
+
 def text_frame(payload: bytes) -> bytes:
     """One final, unmasked text frame (RFC 6455 §5.2; a server never masks)."""
-    size = len(payload)
+    return frame_header(TEXT_OPCODE, len(payload)) + payload
+
+
+def frame_header(opcode: int, size: int, *, masked: bool = False) -> bytes:
+    """The header of one final frame of ``size`` bytes; ``masked``: a client's, whose
+    4-byte masking key follows the header (the stream bench's client sends those)."""
+    first, mask = 0x80 | opcode, 0x80 if masked else 0
     if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
+        return struct.pack("!BB", first, mask | size)
+    if size < 1 << 16:
+        return struct.pack("!BBH", first, mask | 126, size)
+    return struct.pack("!BBQ", first, mask | 127, size)

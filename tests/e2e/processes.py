@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,8 +68,15 @@ def wait_until(
 
 def run_cli(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
     """Run an ``initflow`` command to completion and return its stdout."""
+    return run_to_completion([INITFLOW, *args], data_dir, env)
+
+
+def run_to_completion(
+    argv: Sequence[str], data_dir: Path, env: Mapping[str, str] | None = None
+) -> str:
+    """Run a process on ``data_dir`` to completion: its stdout, or a failure with both streams."""
     result = subprocess.run(
-        [INITFLOW, *args],
+        list(argv),
         env=child_environment(data_dir, env),
         capture_output=True,
         text=True,
@@ -78,7 +85,7 @@ def run_cli(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) ->
     )
     if result.returncode != 0:
         raise AssertionError(
-            f"initflow {' '.join(args)} exited {result.returncode}\n"
+            f"{' '.join(argv)} exited {result.returncode}\n"
             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
         )
     return result.stdout

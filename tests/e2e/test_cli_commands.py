@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
-from e2e.processes import child_environment, database_path, run_cli
+from e2e.processes import database_path, run_cli, run_to_completion
 
 
 def test_migrate_on_sqlite_applies_the_schema_and_exits(tmp_path: Path) -> None:
@@ -29,13 +28,5 @@ def test_a_worker_starts_without_the_graphql_schema_or_the_web_server(tmp_path: 
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('strawberry', 'graphql')"
         " or m.startswith('aiohttp.web')))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=child_environment(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    output = run_to_completion([sys.executable, "-c", script], tmp_path)
+    assert output.strip().splitlines()[-1] == "[]"
